@@ -1,0 +1,34 @@
+"""polylens: how does a language model handle many languages inside?
+
+The public surface, as a table of contents:
+
+- models: ``load_model``, ``LoadedModel``, ``EMBEDDED``
+- extraction: ``extract``, ``Activations``, ``Positions``
+- storage: ``ActivationStore``
+- errors: ``PolylensError`` (one line saying what is wrong and what to do)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("polylens")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"
+
+from interp.errors import PolylensError
+from interp.extract import Activations, extract
+from interp.models import EMBEDDED, LoadedModel, load_model
+from interp.positions import Positions
+from interp.store import ActivationStore
+
+__all__ = [
+    "EMBEDDED",
+    "ActivationStore",
+    "Activations",
+    "LoadedModel",
+    "Positions",
+    "PolylensError",
+    "__version__",
+    "extract",
+    "load_model",
+]

@@ -1,0 +1,130 @@
+"""Extraction backends: one padded batch in, the selected residual rows of each layer out.
+
+All three see the same left-padded batch (with explicit position ids) and the same selector, so
+they must agree; ``tests/test_backends.py`` checks that they do.
+
+- ``hooks`` (default): plain PyTorch hooks; selects positions inside the hook and stops the
+  forward pass after the deepest requested layer.
+- ``transformer_lens``: TransformerLens 4's ``TransformerBridge`` and ``run_with_cache`` with a
+  names filter. The bridge replaces the model's modules in place, so it wraps a copy.
+- ``nnsight``: ``LanguageModel.trace``. Pass ``backend_options={"remote": True}`` to run on NDIF;
+  that needs the model loaded from its hub id (``load_model("org/name")``) and an NDIF API key
+  configured for nnsight.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import PolylensError
+from interp.hooks import Select, StopForward, residual_hooks
+from interp.models import LoadedModel
+
+Batch = dict[str, Tensor]
+Backend = Callable[[LoadedModel, Batch, Sequence[int], Select, dict], Float[Tensor, "rows layer d"]]
+
+
+def hooks_backend(
+    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
+) -> Float[Tensor, "rows layer d_model"]:
+    """Forward the transformer body with residual hooks; stop after the deepest layer."""
+    with residual_hooks(model.blocks, layers, select) as captured:
+        try:
+            model.body(**batch, use_cache=False)
+        except StopForward:
+            pass
+    return torch.stack([captured[layer] for layer in layers], dim=1)
+
+
+def _tl_bridge(model: LoadedModel):
+    if "transformer_lens" not in model._backend_cache:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        # boot_transformers swaps the HF modules for bridge components; keep ours untouched.
+        hf_copy = copy.deepcopy(model.hf)
+        model._backend_cache["transformer_lens"] = TransformerBridge.boot_transformers(
+            model.hf.config.name_or_path or model.name,
+            hf_model=hf_copy,
+            tokenizer=model.tokenizer,
+            device=model.device,
+            dtype=model.dtype,
+        )
+    return model._backend_cache["transformer_lens"]
+
+
+def tl_names(layers: Sequence[int]) -> list[str]:
+    """TransformerLens hook names of polylens layers (layer 0 = block 0's resid_pre)."""
+    return [
+        "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
+        for layer in layers
+    ]
+
+
+def transformer_lens_backend(
+    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
+) -> Float[Tensor, "rows layer d_model"]:
+    """``run_with_cache`` with a names filter on the residual hooks of the requested layers."""
+    bridge = _tl_bridge(model)
+    names = tl_names(layers)
+    _, cache = bridge.run_with_cache(
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        names_filter=lambda name: name in names,
+    )
+    return torch.stack([select(cache[name]) for name in names], dim=1)
+
+
+def _nnsight_model(model: LoadedModel, remote: bool):
+    key = ("nnsight", remote)
+    if key not in model._backend_cache:
+        from nnsight import LanguageModel
+
+        with warnings.catch_warnings():
+            # LanguageModel is the documented way to wrap an already-loaded HF model.
+            warnings.simplefilter("ignore")
+            source = model.name if remote else model.hf
+            model._backend_cache[key] = LanguageModel(source, tokenizer=model.tokenizer)
+    return model._backend_cache[key]
+
+
+def nnsight_backend(
+    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
+) -> Float[Tensor, "rows layer d_model"]:
+    """``LanguageModel.trace`` saving block inputs/outputs; ``remote=True`` runs it on NDIF."""
+    remote = bool(options.get("remote", False))
+    lm = _nnsight_model(model, remote)
+    blocks = _envoy(lm, model.adapter.blocks)
+    saved = []
+    with lm.trace(dict(batch), remote=remote):
+        for layer in layers:
+            site = blocks[0].input if layer == 0 else blocks[layer - 1].output
+            saved.append(site.save())
+    hidden = [s[0] if isinstance(s, tuple) else s for s in saved]
+    return torch.stack([select(h.to(model.device)) for h in hidden], dim=1)
+
+
+def _envoy(root, path: str):
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+BACKENDS: dict[str, Backend] = {
+    "hooks": hooks_backend,
+    "transformer_lens": transformer_lens_backend,
+    "nnsight": nnsight_backend,
+}
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``, or an error listing the known ones."""
+    if name not in BACKENDS:
+        raise PolylensError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]

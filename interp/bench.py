@@ -1,0 +1,122 @@
+"""Benchmarks: medians over interleaved repeats in one process, reported as ratios to a baseline."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+
+from interp.extract import extract, pad_batch
+from interp.models import LoadedModel, load_model
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the process RSS every 5 ms while open; ``.peak`` is the highest value seen."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def mixed_language_prompts(n: int) -> list[str]:
+    """``n`` sentences of the bundled parallel corpus, cycling through its languages."""
+    from interp.data import load
+
+    records = load("parallel")
+    by_lang: dict[str, list[str]] = {}
+    for r in records:
+        by_lang.setdefault(r.lang, []).append(r.text)
+    langs = sorted(by_lang)
+    return [by_lang[langs[i % len(langs)]][i // len(langs) % len(by_lang[langs[0]])] for i in range(n)]
+
+
+def _bare_forward(model: LoadedModel, prompts: list[str], batch_size: int) -> None:
+    ids = model.tokenize(prompts)
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            batch = pad_batch([ids[i] for i in order[s : s + batch_size]],
+                              model.tokenizer.pad_token_id, model.device)
+            model.body(**batch, use_cache=False)
+
+
+def bench_extract(
+    spec: str = "gemma-3-270m",
+    *,
+    n_prompts: int = 256,
+    repeats: int = 5,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> dict:
+    """Time (a) a bare body forward, (b) polylens hooks, (c) TransformerLens, (d) nnsight.
+
+    All layers, last position. Methods are interleaved within each repeat so machine noise hits
+    them alike; medians and ratios b/a, c/b, d/b are reported with each method's peak RSS.
+    """
+    model = load_model(spec, device=device)
+    prompts = mixed_language_prompts(n_prompts)
+
+    def via(backend: str) -> Callable[[], None]:
+        return lambda: extract(model, prompts, backend=backend, batch_size=batch_size,
+                               progress=False)
+
+    methods = {
+        "a_bare_forward": lambda: _bare_forward(model, prompts, batch_size),
+        "b_polylens_hooks": via("hooks"),
+        "c_transformer_lens": via("transformer_lens"),
+        "d_nnsight": via("nnsight"),
+    }
+    for run in methods.values():  # warm-up: lazy backend set-up is not timed
+        run()
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    peaks: dict[str, int] = dict.fromkeys(methods, 0)
+    for _ in range(repeats):
+        for name, run in methods.items():
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            with PeakRSS() as rss:
+                t = time.perf_counter()
+                run()
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t)
+            peaks[name] = max(peaks[name], rss.peak)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "model": spec,
+        "device": str(model.device),
+        "n_prompts": n_prompts,
+        "layers": model.n_layers,
+        "positions": "last",
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": times,
+        "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()},
+        "ratios": {
+            "b/a": med["b_polylens_hooks"] / med["a_bare_forward"],
+            "c/b": med["c_transformer_lens"] / med["b_polylens_hooks"],
+            "d/b": med["d_nnsight"] / med["b_polylens_hooks"],
+        },
+    }

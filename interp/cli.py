@@ -1,0 +1,174 @@
+"""The ``polylens`` command line. ``main(argv)`` takes an argument list so tests call it in-process.
+
+Every user error (``PolylensError``) prints one line to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from interp.errors import PolylensError
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from interp.models import EMBEDDED, cache_dir
+
+    print(f"cache: {cache_dir() / 'models'}")
+    for m in EMBEDDED.values():
+        state = "converted" if m.is_converted() else "not converted (first load converts it)"
+        print(f"{m.name:24s} {state:40s} {m.description}")
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise PolylensError(f"prompt file {path} does not exist; give a text file, one per line")
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from interp.data import load, prompts_of
+
+    langs = args.langs.split(",") if args.langs else None
+    return prompts_of(load(args.dataset, langs=langs))
+
+
+def _cmd_extract(args: argparse.Namespace) -> None:
+    from interp.extract import extract
+    from interp.models import load_model
+    from interp.store import ActivationStore, entry_key
+
+    if bool(args.prompts) == bool(args.dataset):
+        raise PolylensError("give exactly one of --prompts FILE or --dataset NAME")
+    prompts = _read_prompts(args)
+    model = load_model(args.model, device=args.device)
+    store = ActivationStore(args.out)
+    acts = extract(
+        model,
+        prompts,
+        layers=args.layers,
+        positions=args.positions,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        store=store,
+    )
+    key = entry_key(acts.meta)
+    shape = tuple(acts.flat.shape)
+    print(f"{len(prompts)} prompts -> {store.root / key}  (rows x layers x d_model = {shape})")
+
+
+def _cmd_cache(args: argparse.Namespace) -> None:
+    from interp.store import ActivationStore
+
+    store = ActivationStore(args.root)
+    if args.action == "ls":
+        rows = store.ls()
+        if not rows:
+            print(f"no entries in {store.root}")
+        for r in rows:
+            if r["complete"]:
+                print(
+                    f"{r['key']}  {r['model']:22s} {r['prompts']:6d} prompts  {r['layers']:3d} layers"
+                    f"  {r['positions']:12s} {r['dtype']:9s} {r['bytes'] / 1e6:9.1f} MB"
+                )
+            else:
+                print(f"{r['key']}  incomplete (resumes on the next identical extract)")
+    elif args.action == "verify":
+        keys = [args.key] if args.key else [r["key"] for r in store.ls() if r["complete"]]
+        bad = [p for key in keys for p in store.verify(key)]
+        for p in bad:
+            print(p)
+        print(f"verified {len(keys)} entries: {'ok' if not bad else f'{len(bad)} problems'}")
+        if bad:
+            sys.exit(1)
+    else:
+        if not args.key:
+            raise PolylensError("`polylens cache rm` needs a KEY (see `polylens cache ls`)")
+        store.rm(args.key)
+        print(f"removed {args.key}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from interp.bench import bench_extract
+
+    result = bench_extract(
+        args.model,
+        n_prompts=args.n_prompts,
+        repeats=args.repeats,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with ``--help`` on every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="polylens",
+        description="How does a language model handle many languages inside?",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the embedded models and whether they are converted")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("extract", help="extract residual activations into the activation store")
+    p.add_argument("--model", default="gemma-3-270m", help="embedded name, directory, .gguf or hub id")
+    p.add_argument("--prompts", help="text file with one prompt per line")
+    p.add_argument("--dataset", help="a bundled dataset (see `polylens data ls`)")
+    p.add_argument("--langs", help="comma-separated ISO 639-1 codes (with --dataset)")
+    p.add_argument("--layers", default="all", help="'all' or comma-separated indices (0 = embeddings)")
+    p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
+    p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--out", default=None, help="activation store directory (default: the cache)")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("cache", help="list, verify or remove activation store entries")
+    p.add_argument("action", choices=["ls", "verify", "rm"])
+    p.add_argument("key", nargs="?", help="entry key (for verify: all entries when omitted)")
+    p.add_argument("--root", default=None, help="activation store directory (default: the cache)")
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser(
+        "extract", help="bare forward vs polylens hooks vs TransformerLens vs nnsight"
+    )
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--n-prompts", type=int, default=256)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--device", default=None)
+    b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench)
+
+    from interp.data import cli as data_cli
+
+    data_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for a user error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        args.func(args)
+    except PolylensError as e:
+        print(f"polylens: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

