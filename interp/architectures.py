@@ -1,4 +1,4 @@
-"""One small declarative adapter per architecture: where the blocks, final norm and unembedding live.
+"""One declarative adapter per architecture: where its blocks, final norm and unembedding live.
 
 Adding an architecture is adding a row to ``ADAPTERS``; nothing else in polylens branches on it.
 """
@@ -28,7 +28,9 @@ class Adapter:
     """Config attribute holding the final-logit soft-capping constant, where the family has one."""
 
 
-_LLAMA_LIKE = Adapter(blocks="model.layers", final_norm="model.norm", unembed="lm_head", body="model")
+_LLAMA_LIKE = Adapter(
+    blocks="model.layers", final_norm="model.norm", unembed="lm_head", body="model"
+)
 _GEMMA = Adapter(
     blocks="model.layers",
     final_norm="model.norm",
@@ -45,8 +47,9 @@ ADAPTERS: dict[str, Adapter] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
-    "gpt2": Adapter(blocks="transformer.h", final_norm="transformer.ln_f", unembed="lm_head",
-                    body="transformer"),
+    "gpt2": Adapter(
+        blocks="transformer.h", final_norm="transformer.ln_f", unembed="lm_head", body="transformer"
+    ),
 }
 
 

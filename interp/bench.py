@@ -48,7 +48,9 @@ def mixed_language_prompts(n: int) -> list[str]:
     for r in records:
         by_lang.setdefault(r.lang, []).append(r.text)
     langs = sorted(by_lang)
-    return [by_lang[langs[i % len(langs)]][i // len(langs) % len(by_lang[langs[0]])] for i in range(n)]
+    return [
+        by_lang[langs[i % len(langs)]][i // len(langs) % len(by_lang[langs[0]])] for i in range(n)
+    ]
 
 
 def _bare_forward(model: LoadedModel, prompts: list[str], batch_size: int) -> None:
@@ -56,8 +58,11 @@ def _bare_forward(model: LoadedModel, prompts: list[str], batch_size: int) -> No
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            batch = pad_batch([ids[i] for i in order[s : s + batch_size]],
-                              model.tokenizer.pad_token_id, model.device)
+            batch = pad_batch(
+                [ids[i] for i in order[s : s + batch_size]],
+                model.tokenizer.pad_token_id,
+                model.device,
+            )
             model.body(**batch, use_cache=False)
 
 
@@ -78,8 +83,9 @@ def bench_extract(
     prompts = mixed_language_prompts(n_prompts)
 
     def via(backend: str) -> Callable[[], None]:
-        return lambda: extract(model, prompts, backend=backend, batch_size=batch_size,
-                               progress=False)
+        return lambda: extract(
+            model, prompts, backend=backend, batch_size=batch_size, progress=False
+        )
 
     methods = {
         "a_bare_forward": lambda: _bare_forward(model, prompts, batch_size),

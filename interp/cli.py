@@ -28,7 +28,9 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts:
         path = Path(args.prompts)
         if not path.is_file():
-            raise PolylensError(f"prompt file {path} does not exist; give a text file, one per line")
+            raise PolylensError(
+                f"prompt file {path} does not exist; give a text file, one per line"
+            )
         return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     from interp.data import load, prompts_of
 
@@ -72,8 +74,9 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         for r in rows:
             if r["complete"]:
                 print(
-                    f"{r['key']}  {r['model']:22s} {r['prompts']:6d} prompts  {r['layers']:3d} layers"
-                    f"  {r['positions']:12s} {r['dtype']:9s} {r['bytes'] / 1e6:9.1f} MB"
+                    f"{r['key']}  {r['model']:22s} {r['prompts']:6d} prompts"
+                    f"  {r['layers']:3d} layers  {r['positions']:12s} {r['dtype']:9s}"
+                    f" {r['bytes'] / 1e6:9.1f} MB"
                 )
             else:
                 print(f"{r['key']}  incomplete (resumes on the next identical extract)")
@@ -120,11 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("extract", help="extract residual activations into the activation store")
-    p.add_argument("--model", default="gemma-3-270m", help="embedded name, directory, .gguf or hub id")
+    p.add_argument(
+        "--model", default="gemma-3-270m", help="embedded name, directory, .gguf or hub id"
+    )
     p.add_argument("--prompts", help="text file with one prompt per line")
     p.add_argument("--dataset", help="a bundled dataset (see `polylens data ls`)")
     p.add_argument("--langs", help="comma-separated ISO 639-1 codes (with --dataset)")
-    p.add_argument("--layers", default="all", help="'all' or comma-separated indices (0 = embeddings)")
+    p.add_argument(
+        "--layers", default="all", help="'all' or comma-separated indices (0 = embeddings)"
+    )
     p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
     p.add_argument("--batch-size", type=int, default=16)

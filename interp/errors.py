@@ -1,4 +1,4 @@
-"""The one exception type that reaches users: a one-line message saying what is wrong and what to do."""
+"""The one exception that reaches users: one line saying what is wrong and what to do."""
 
 
 class PolylensError(Exception):

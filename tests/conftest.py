@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -10,9 +9,9 @@ from tiny import tiny_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Unit tests never touch the user's cache; integration tests share one converted model."""
-    if "POLYLENS_TEST_KEEP_CACHE" not in os.environ:
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Unit tests never touch the user's cache; integration tests share its converted model."""
+    if request.node.get_closest_marker("integration") is None:
         monkeypatch.setenv("POLYLENS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 

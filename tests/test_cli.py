@@ -12,8 +12,12 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_help_on_every_command(capsys):
-    for argv in (["--help"], ["extract", "--help"], ["cache", "--help"], ["bench", "extract",
-                                                                           "--help"]):
+    for argv in (
+        ["--help"],
+        ["extract", "--help"],
+        ["cache", "--help"],
+        ["bench", "extract", "--help"],
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 0
@@ -64,7 +68,16 @@ def test_unknown_model_and_layer(tiny_dir, tmp_path, capsys):
     prompts.write_text("hello\n")
     assert main(["extract", "--model", "nope", "--prompts", str(prompts)]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
-    argv = ["extract", "--model", tiny_dir, "--prompts", str(prompts), "--layers", "7",
-            "--out", str(tmp_path)]
+    argv = [
+        "extract",
+        "--model",
+        tiny_dir,
+        "--prompts",
+        str(prompts),
+        "--layers",
+        "7",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "layer 7 is out of range" in capsys.readouterr().err

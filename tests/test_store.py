@@ -69,8 +69,9 @@ def test_resume_after_kill(llama, tmp_path, monkeypatch):
     (entry,) = store.ls()
     assert not entry["complete"]
     calls.clear()
-    monkeypatch.setattr(store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start)
-                        or real(*a, **k))
+    monkeypatch.setattr(
+        store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
+    )
     resumed = interp.extract(llama, MANY, store=store, progress=False)
     assert calls == [12, 18]  # only the shards the killed run had not finished
     torch.testing.assert_close(resumed.tensor, interp.extract(llama, MANY, progress=False).tensor)
@@ -94,8 +95,9 @@ def test_corrupted_shard_detected(llama, tmp_path):
     data[-5] ^= 0xFF
     shard.write_bytes(bytes(data))
     problems = store.verify(key)
-    assert problems == [f"shard shard-00002.safetensors of store entry {key} is corrupted "
-                        "(sha256 mismatch)"]
+    assert problems == [
+        f"shard shard-00002.safetensors of store entry {key} is corrupted (sha256 mismatch)"
+    ]
     with pytest.raises(interp.PolylensError, match="corrupted.*polylens cache rm"):
         store.load(key)
     with pytest.raises(interp.PolylensError, match="corrupted"):

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised models of every supported architecture, built from configs (no download)."""
+"""Tiny random models of every supported architecture, built from configs (no download)."""
 
 from __future__ import annotations
 
@@ -61,12 +61,17 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 _COMMON = dict(vocab_size=320, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 _DECODER = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-    num_key_value_heads=2, **_COMMON,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    **_COMMON,
 )
 CONFIGS = {
-    "gemma3_text": lambda: Gemma3TextConfig(**{**_DECODER, "num_key_value_heads": 1}, head_dim=16,
-                                            final_logit_softcapping=30.0),
+    "gemma3_text": lambda: Gemma3TextConfig(
+        **{**_DECODER, "num_key_value_heads": 1}, head_dim=16, final_logit_softcapping=30.0
+    ),
     "llama": lambda: LlamaConfig(**_DECODER),
     "mistral": lambda: MistralConfig(**_DECODER),
     "qwen2": lambda: Qwen2Config(**_DECODER),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import babel
 from babel import Locale
+from babel.core import get_cldr_version
 from babel.dates import get_timezone_location
 from babel.languages import get_official_languages
 from babel.numbers import get_currency_name, get_territory_currencies
@@ -26,35 +27,108 @@ DATA_DIR = Path(__file__).parent
 
 # Country -> time zone whose CLDR exemplar city is the capital (hand-written pairing).
 CAPITAL_ZONES = {
-    "FR": "Europe/Paris", "GB": "Europe/London", "DE": "Europe/Berlin", "ES": "Europe/Madrid",
-    "IT": "Europe/Rome", "PT": "Europe/Lisbon", "IE": "Europe/Dublin", "NL": "Europe/Amsterdam",
-    "BE": "Europe/Brussels", "AT": "Europe/Vienna", "CZ": "Europe/Prague", "PL": "Europe/Warsaw",
-    "HU": "Europe/Budapest", "RO": "Europe/Bucharest", "BG": "Europe/Sofia", "GR": "Europe/Athens",
-    "FI": "Europe/Helsinki", "SE": "Europe/Stockholm", "NO": "Europe/Oslo",
-    "DK": "Europe/Copenhagen", "EE": "Europe/Tallinn", "LV": "Europe/Riga",
-    "LT": "Europe/Vilnius", "BY": "Europe/Minsk", "RU": "Europe/Moscow", "RS": "Europe/Belgrade",
-    "HR": "Europe/Zagreb", "SI": "Europe/Ljubljana", "SK": "Europe/Bratislava",
-    "BA": "Europe/Sarajevo", "MK": "Europe/Skopje", "AL": "Europe/Tirane",
-    "MD": "Europe/Chisinau", "LU": "Europe/Luxembourg", "IS": "Atlantic/Reykjavik",
-    "MT": "Europe/Malta", "UA": "Europe/Kyiv", "JP": "Asia/Tokyo", "KR": "Asia/Seoul",
-    "KP": "Asia/Pyongyang", "TH": "Asia/Bangkok", "PH": "Asia/Manila", "ID": "Asia/Jakarta",
-    "MY": "Asia/Kuala_Lumpur", "BD": "Asia/Dhaka", "NP": "Asia/Kathmandu", "AF": "Asia/Kabul",
-    "IR": "Asia/Tehran", "IQ": "Asia/Baghdad", "SA": "Asia/Riyadh", "JO": "Asia/Amman",
-    "LB": "Asia/Beirut", "SY": "Asia/Damascus", "GE": "Asia/Tbilisi", "AM": "Asia/Yerevan",
-    "AZ": "Asia/Baku", "UZ": "Asia/Tashkent", "KG": "Asia/Bishkek", "TJ": "Asia/Dushanbe",
-    "TM": "Asia/Ashgabat", "MN": "Asia/Ulaanbaatar", "QA": "Asia/Qatar", "OM": "Asia/Muscat",
-    "EG": "Africa/Cairo", "LY": "Africa/Tripoli", "TN": "Africa/Tunis", "DZ": "Africa/Algiers",
-    "SD": "Africa/Khartoum", "KE": "Africa/Nairobi", "ET": "Africa/Addis_Ababa",
-    "UG": "Africa/Kampala", "RW": "Africa/Kigali", "MZ": "Africa/Maputo", "ZW": "Africa/Harare",
-    "ZM": "Africa/Lusaka", "AO": "Africa/Luanda", "GH": "Africa/Accra", "SN": "Africa/Dakar",
-    "ML": "Africa/Bamako", "NE": "Africa/Niamey", "LR": "Africa/Monrovia",
-    "SL": "Africa/Freetown", "GN": "Africa/Conakry", "NA": "Africa/Windhoek",
-    "BW": "Africa/Gaborone", "SO": "Africa/Mogadishu", "MX": "America/Mexico_City",
-    "CU": "America/Havana", "GT": "America/Guatemala", "NI": "America/Managua",
-    "PA": "America/Panama", "HN": "America/Tegucigalpa", "CO": "America/Bogota",
-    "VE": "America/Caracas", "PE": "America/Lima", "CL": "America/Santiago",
-    "AR": "America/Buenos_Aires", "UY": "America/Montevideo", "PY": "America/Asuncion",
-    "JM": "America/Jamaica", "DO": "America/Santo_Domingo", "HT": "America/Port-au-Prince",
+    "FR": "Europe/Paris",
+    "GB": "Europe/London",
+    "DE": "Europe/Berlin",
+    "ES": "Europe/Madrid",
+    "IT": "Europe/Rome",
+    "PT": "Europe/Lisbon",
+    "IE": "Europe/Dublin",
+    "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels",
+    "AT": "Europe/Vienna",
+    "CZ": "Europe/Prague",
+    "PL": "Europe/Warsaw",
+    "HU": "Europe/Budapest",
+    "RO": "Europe/Bucharest",
+    "BG": "Europe/Sofia",
+    "GR": "Europe/Athens",
+    "FI": "Europe/Helsinki",
+    "SE": "Europe/Stockholm",
+    "NO": "Europe/Oslo",
+    "DK": "Europe/Copenhagen",
+    "EE": "Europe/Tallinn",
+    "LV": "Europe/Riga",
+    "LT": "Europe/Vilnius",
+    "BY": "Europe/Minsk",
+    "RU": "Europe/Moscow",
+    "RS": "Europe/Belgrade",
+    "HR": "Europe/Zagreb",
+    "SI": "Europe/Ljubljana",
+    "SK": "Europe/Bratislava",
+    "BA": "Europe/Sarajevo",
+    "MK": "Europe/Skopje",
+    "AL": "Europe/Tirane",
+    "MD": "Europe/Chisinau",
+    "LU": "Europe/Luxembourg",
+    "IS": "Atlantic/Reykjavik",
+    "MT": "Europe/Malta",
+    "UA": "Europe/Kyiv",
+    "JP": "Asia/Tokyo",
+    "KR": "Asia/Seoul",
+    "KP": "Asia/Pyongyang",
+    "TH": "Asia/Bangkok",
+    "PH": "Asia/Manila",
+    "ID": "Asia/Jakarta",
+    "MY": "Asia/Kuala_Lumpur",
+    "BD": "Asia/Dhaka",
+    "NP": "Asia/Kathmandu",
+    "AF": "Asia/Kabul",
+    "IR": "Asia/Tehran",
+    "IQ": "Asia/Baghdad",
+    "SA": "Asia/Riyadh",
+    "JO": "Asia/Amman",
+    "LB": "Asia/Beirut",
+    "SY": "Asia/Damascus",
+    "GE": "Asia/Tbilisi",
+    "AM": "Asia/Yerevan",
+    "AZ": "Asia/Baku",
+    "UZ": "Asia/Tashkent",
+    "KG": "Asia/Bishkek",
+    "TJ": "Asia/Dushanbe",
+    "TM": "Asia/Ashgabat",
+    "MN": "Asia/Ulaanbaatar",
+    "QA": "Asia/Qatar",
+    "OM": "Asia/Muscat",
+    "EG": "Africa/Cairo",
+    "LY": "Africa/Tripoli",
+    "TN": "Africa/Tunis",
+    "DZ": "Africa/Algiers",
+    "SD": "Africa/Khartoum",
+    "KE": "Africa/Nairobi",
+    "ET": "Africa/Addis_Ababa",
+    "UG": "Africa/Kampala",
+    "RW": "Africa/Kigali",
+    "MZ": "Africa/Maputo",
+    "ZW": "Africa/Harare",
+    "ZM": "Africa/Lusaka",
+    "AO": "Africa/Luanda",
+    "GH": "Africa/Accra",
+    "SN": "Africa/Dakar",
+    "ML": "Africa/Bamako",
+    "NE": "Africa/Niamey",
+    "LR": "Africa/Monrovia",
+    "SL": "Africa/Freetown",
+    "GN": "Africa/Conakry",
+    "NA": "Africa/Windhoek",
+    "BW": "Africa/Gaborone",
+    "SO": "Africa/Mogadishu",
+    "MX": "America/Mexico_City",
+    "CU": "America/Havana",
+    "GT": "America/Guatemala",
+    "NI": "America/Managua",
+    "PA": "America/Panama",
+    "HN": "America/Tegucigalpa",
+    "CO": "America/Bogota",
+    "VE": "America/Caracas",
+    "PE": "America/Lima",
+    "CL": "America/Santiago",
+    "AR": "America/Buenos_Aires",
+    "UY": "America/Montevideo",
+    "PY": "America/Asuncion",
+    "JM": "America/Jamaica",
+    "DO": "America/Santo_Domingo",
+    "HT": "America/Port-au-Prince",
 }
 
 # Continent of each country as a CLDR region code (hand-written; the names come from CLDR).
@@ -119,17 +193,19 @@ def build_facts(langs=DEFAULT_LANGS) -> list[dict]:
             # fact would not be in the language, so it is left out.
             if not (_fits(subject) and _fits(obj)):
                 continue
-            items.append({
-                "id": f"{relation}:{country}",
-                "relation": relation,
-                "subject_code": country,
-                "object_code": objs[langs[0]][0],
-                "subject": subject,
-                "object": obj,
-                "aliases": {lang: o[2] for lang, o in objs.items() if o[2]},
-                "source": f"CLDR {babel.__version__} (babel)"
-                + ("; continent assignment hand-written" if relation == "continent" else ""),
-            })
+            items.append(
+                {
+                    "id": f"{relation}:{country}",
+                    "relation": relation,
+                    "subject_code": country,
+                    "object_code": objs[langs[0]][0],
+                    "subject": subject,
+                    "object": obj,
+                    "aliases": {lang: o[2] for lang, o in objs.items() if o[2]},
+                    "source": f"CLDR {get_cldr_version()} via babel {babel.__version__}"
+                    + ("; continent assignment hand-written" if relation == "continent" else ""),
+                }
+            )
     return items
 
 
@@ -272,8 +348,8 @@ def _names(table: dict[str, str], sep: str | None = None) -> list[dict[str, str]
 
 def cldr_names() -> set[str]:
     """Every territory and exemplar-city name CLDR knows in the default languages (lower case)."""
-    from babel.dates import get_timezone
     import babel.core
+    from babel.dates import get_timezone
 
     zones = babel.core.get_global("zone_territories").keys()
     names = set()
@@ -282,59 +358,75 @@ def cldr_names() -> set[str]:
         names |= {n.lower() for n in loc.territories.values()}
         for zone in zones:
             try:
-                names.add(get_timezone_location(get_timezone(zone), locale=lang,
-                                                 return_city=True).lower())
+                names.add(
+                    get_timezone_location(get_timezone(zone), locale=lang, return_city=True).lower()
+                )
             except LookupError:
                 continue
     return names
 
 
 def build_boundary(facts: list[dict], langs=DEFAULT_LANGS) -> list[dict]:
-    """Answerable questions about real entities; unanswerable ones about invented entities and
-    events after any model's training."""
+    """Questions about real entities (answerable) and invented or future ones (unanswerable)."""
     items = []
     for fact in facts:
-        items.append({
-            "id": f"real:{fact['id']}",
-            "type": "real",
-            "answerable": True,
-            "question": {lang: fill(fact["relation"], lang, "question", fact["subject"][lang])
-                         for lang in langs},
-            "answers": {lang: [fact["object"][lang], *fact["aliases"].get(lang, [])]
-                        for lang in langs},
-            "source": "CLDR facts + hand-written question templates",
-        })
+        items.append(
+            {
+                "id": f"real:{fact['id']}",
+                "type": "real",
+                "answerable": True,
+                "question": {
+                    lang: fill(fact["relation"], lang, "question", fact["subject"][lang])
+                    for lang in langs
+                },
+                "answers": {
+                    lang: [fact["object"][lang], *fact["aliases"].get(lang, [])] for lang in langs
+                },
+                "source": "CLDR facts + hand-written question templates",
+            }
+        )
     for names in _names(FABRICATED_COUNTRIES):
         for relation in RELATIONS:
-            items.append({
-                "id": f"fabricated_country:{relation}:{names['en']}",
-                "type": "fabricated_country",
-                "answerable": False,
-                "question": {lang: fill(relation, lang, "question", names[lang]) for lang in langs},
-                "source": "hand-written invented name (checked absent from CLDR)",
-            })
+            items.append(
+                {
+                    "id": f"fabricated_country:{relation}:{names['en']}",
+                    "type": "fabricated_country",
+                    "answerable": False,
+                    "question": {
+                        lang: fill(relation, lang, "question", names[lang]) for lang in langs
+                    },
+                    "source": "hand-written invented name (checked absent from CLDR)",
+                }
+            )
     for kind, table, template, sep in (
         ("fabricated_city", FABRICATED_CITIES, CITY_QUESTION, None),
         ("fabricated_person", FABRICATED_PEOPLE, PERSON_QUESTION, "|"),
     ):
         for names in _names(table, sep):
-            items.append({
-                "id": f"{kind}:{names['en']}",
-                "type": kind,
-                "answerable": False,
-                "question": {lang: template[lang].replace("{subject}", names[lang])
-                             for lang in langs},
-                "source": "hand-written invented name (checked absent from CLDR)",
-            })
+            items.append(
+                {
+                    "id": f"{kind}:{names['en']}",
+                    "type": kind,
+                    "answerable": False,
+                    "question": {
+                        lang: template[lang].replace("{subject}", names[lang]) for lang in langs
+                    },
+                    "source": "hand-written invented name (checked absent from CLDR)",
+                }
+            )
     for event, templates in FUTURE_QUESTIONS.items():
         for year in FUTURE_YEARS:
-            items.append({
-                "id": f"future_event:{event}:{year}",
-                "type": "future_event",
-                "answerable": False,
-                "question": {lang: templates[lang].replace("{year}", str(year)) for lang in langs},
-                "source": "hand-written template, year after any model's training",
-            })
+            items.append(
+                {
+                    "id": f"future_event:{event}:{year}",
+                    "type": "future_event",
+                    "answerable": False,
+                    "question": {
+                        lang: templates[lang].replace("{year}", str(year)) for lang in langs
+                    },
+                    "source": "hand-written template, year after any model's training",
+                }
+            )
     return items
 
 
@@ -342,8 +434,11 @@ def fabricated_names() -> list[str]:
     """Every invented name in every language (for the check against CLDR)."""
     return [
         n
-        for table, sep in ((FABRICATED_COUNTRIES, None), (FABRICATED_CITIES, None),
-                           (FABRICATED_PEOPLE, "|"))
+        for table, sep in (
+            (FABRICATED_COUNTRIES, None),
+            (FABRICATED_CITIES, None),
+            (FABRICATED_PEOPLE, "|"),
+        )
         for names in _names(table, sep)
         for n in names.values()
     ]

@@ -27,8 +27,10 @@ class Report:
 
     def table(self) -> str:
         """The count table, datasets as rows and languages as columns."""
-        langs = sorted({lang for c in self.counts.values() for lang in c},
-                       key=lambda code: list(build_cldr.DEFAULT_LANGS).index(code))
+        langs = sorted(
+            {lang for c in self.counts.values() for lang in c},
+            key=lambda code: list(build_cldr.DEFAULT_LANGS).index(code),
+        )
         lines = [f"{'dataset':10s}" + "".join(f"{lang:>6s}" for lang in langs)]
         for name, c in self.counts.items():
             lines.append(f"{name:10s}" + "".join(f"{c.get(lang, '-'):>6}" for lang in langs))
@@ -59,10 +61,10 @@ def check_dataset(name: str, report: Report) -> None:
     """Coverage, empty/duplicate strings and scripts of one dataset."""
     items = read_items(name)
     lang_field = DATASETS[name].per_language_field
-    claimed = list(items[0][lang_field])
-    if set(covered_langs(name)) != set(claimed):
+    claimed = {lang for item in items for lang in item[lang_field]}
+    if set(covered_langs(name)) != claimed:
         for item in items:
-            missing = [lang for lang in claimed if lang not in item[lang_field]]
+            missing = sorted(lang for lang in claimed if lang not in item[lang_field])
             if missing:
                 report.violations.append(f"{name} {item['id']}: missing languages {missing}")
     ids = Counter(it["id"] for it in items)

@@ -30,8 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _ls(args: argparse.Namespace) -> None:
     for name, d in DATASETS.items():
-        print(f"{name:9s} {len(read_items(name)):5d} items  {','.join(covered_langs(name)):36s}"
-              f"  {d.description}")
+        print(
+            f"{name:9s} {len(read_items(name)):5d} items  {','.join(covered_langs(name)):36s}"
+            f"  {d.description}"
+        )
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -57,5 +59,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _langs(args: argparse.Namespace) -> None:
     for lang in LANGUAGES.values():
-        print(f"{lang.code}  {lang.name:9s} {lang.endonym:10s} {lang.script:5s} "
-              f"{lang.resource:7s} {lang.family}")
+        print(
+            f"{lang.code}  {lang.name:9s} {lang.endonym:10s} {lang.script:5s} "
+            f"{lang.resource:7s} {lang.family}"
+        )

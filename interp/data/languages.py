@@ -1,4 +1,4 @@
-"""The languages polylens covers: code, names, script, family, resource level; and script detection."""
+"""The languages polylens covers (code, names, script, family, resource) and script detection."""
 
 from __future__ import annotations
 

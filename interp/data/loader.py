@@ -37,10 +37,16 @@ def _word(item: dict, lang: str) -> Word:
 def _fact(item: dict, lang: str) -> Fact:
     subject, obj = item["subject"][lang], item["object"][lang]
     return Fact(
-        item["id"], lang, item["relation"], item["subject_code"], item["object_code"], subject,
-        obj, tuple(item["aliases"].get(lang, [])),
-        fill(item["relation"], lang, "cloze", subject), fill(item["relation"], lang, "question",
-                                                            subject),
+        item["id"],
+        lang,
+        item["relation"],
+        item["subject_code"],
+        item["object_code"],
+        subject,
+        obj,
+        tuple(item["aliases"].get(lang, [])),
+        fill(item["relation"], lang, "cloze", subject),
+        fill(item["relation"], lang, "question", subject),
     )
 
 
@@ -63,10 +69,15 @@ DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("words", "concrete concepts with their forms in every language", "forms", _word),
-        Dataset("facts", "CLDR-derived factual relations with cloze/question prompts",
-                "subject", _fact),
-        Dataset("boundary", "answerable vs unanswerable questions (fabricated, future)",
-                "question", _boundary),
+        Dataset(
+            "facts", "CLDR-derived factual relations with cloze/question prompts", "subject", _fact
+        ),
+        Dataset(
+            "boundary",
+            "answerable vs unanswerable questions (fabricated, future)",
+            "question",
+            _boundary,
+        ),
         Dataset("safety", "harmful and harmless instructions", "text", _instruction),
         Dataset("parallel", "parallel sentences of varied topic and length", "text", _sentence),
     )

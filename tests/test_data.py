@@ -1,0 +1,140 @@
+"""Unit tier: the bundled datasets, their loader and their validator."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from interp import PolylensError
+from interp.cli import main
+from interp.data import DEFAULT_LANGS, languages, load, names, prompts_of
+from interp.data import loader as loader_module
+from interp.data.check import Report, check_all, check_dataset
+from interp.data.languages import foreign_letters
+from interp.data.loader import split_of
+from interp.data.templates import fill
+
+
+def test_languages_table():
+    langs = languages()
+    assert list(langs) == list(DEFAULT_LANGS) == "en fr de es ru zh ja ko ar hi sw th".split()
+    assert langs["hi"].script == "Deva" and langs["sw"].script == "Latn"
+    assert len({lang.script for lang in langs.values()}) == 8
+
+
+def test_all_datasets_pass_validation():
+    report = check_all()
+    assert report.violations == []
+    assert set(report.counts) == set(names())
+
+
+def test_minimum_sizes():
+    assert len(load("words", langs=["en"])) >= 150
+    assert len(load("parallel", langs=["th"])) >= 150
+    facts = load("facts", langs=["en"])
+    per_relation = Counter(f.relation for f in facts)
+    assert len(per_relation) >= 4 and min(per_relation.values()) >= 60
+    boundary = load("boundary", langs=["sw"])
+    kinds = Counter(b.answerable for b in boundary)
+    assert kinds[True] >= 150 and kinds[False] >= 150
+    assert {b.type for b in boundary} == {
+        "real",
+        "fabricated_country",
+        "fabricated_city",
+        "fabricated_person",
+        "future_event",
+    }
+    safety = load("safety", langs=["hi"])
+    assert Counter(s.harmful for s in safety) == {True: 64, False: 64}
+
+
+def test_records_are_parallel_and_typed():
+    fr = load("parallel", langs=["fr"])
+    zh = load("parallel", langs=["zh"])
+    assert [r.id for r in fr] == [r.id for r in zh]
+    both = load("parallel", langs=["fr", "zh"])
+    assert [r.lang for r in both[:4]] == ["fr", "zh", "fr", "zh"]
+    fact = next(f for f in load("facts", langs=["ja"]) if f.id == "capital:JP")
+    assert (fact.subject, fact.object, fact.cloze) == ("日本", "東京", "日本の首都は")
+    assert prompts_of([fact]) == ["日本の首都は"]
+    eur = next(f for f in load("facts", langs=["de"]) if f.id == "currency:DE")
+    assert eur.object == "Euro" and eur.aliases == ("EUR",)
+
+
+def test_splits_are_deterministic_and_shared_across_languages():
+    train = load("boundary", langs=["en"], split="train")
+    test = load("boundary", langs=["en"], split="test")
+    assert len(train) + len(test) == len(load("boundary", langs=["en"]))
+    assert 0.1 < len(test) / (len(train) + len(test)) < 0.3
+    assert {r.id for r in load("boundary", langs=["ar"], split="test")} == {r.id for r in test}
+    assert split_of("word:water") == split_of("word:water")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: load("wordz"), "unknown dataset 'wordz'; available: words, facts"),
+        (lambda: load("words", langs=["xx"]), "unknown or uncovered language 'xx'"),
+        (lambda: load("safety", langs=["ja"]), "dataset 'safety' does not cover 'ja'"),
+        (lambda: load("words", split="dev"), "unknown split 'dev'"),
+        (lambda: fill("capital", "eo", "cloze", "X"), "no cloze template"),
+    ],
+)
+def test_bad_requests(call, message):
+    with pytest.raises(PolylensError, match=message):
+        call()
+
+
+def test_script_detection():
+    assert foreign_letters("Привет", "ru") == []
+    assert foreign_letters("Привет, Paris", "ru") == list("Paris")
+    assert foreign_letters("पानी है।", "hi") == []
+    assert foreign_letters("東京とカタカナー", "ja") == []
+    assert foreign_letters("서울 首都", "ko") == []
+    assert foreign_letters("水 water", "zh") == list("water")
+
+
+def test_validator_catches_violations(monkeypatch):
+    good = [json.loads(json.dumps(it)) for it in loader_module.read_items("parallel")[:3]]
+    bad = [json.loads(json.dumps(it)) for it in good]
+    del bad[0]["text"]["th"]
+    bad[1]["text"]["ru"] = "Hello"
+    bad[2]["text"]["fr"] = bad[1]["text"]["fr"]
+    bad.append(json.loads(json.dumps(good[0])) | {"id": good[0]["id"] + "x"})
+    bad[-1]["text"]["de"] = " "
+    import interp.data.check as check_module
+
+    monkeypatch.setattr(check_module, "read_items", lambda n: tuple(bad))
+    monkeypatch.setattr(
+        check_module, "covered_langs", lambda n: [lang for lang in bad[1]["text"] if lang != "th"]
+    )
+    report = Report()
+    check_dataset("parallel", report)
+    text = "\n".join(report.violations)
+    assert "missing languages ['th']" in text
+    assert "'Hello' has letters outside the ru script" in text
+    assert "appears in both" in text
+    assert "empty string" in text
+
+
+def test_corrupted_jsonl_line_is_located(tmp_path, monkeypatch):
+    (tmp_path / "words.jsonl").write_text('{"id": "a", "forms": {}}\n{"id": "b", oops\n')
+    monkeypatch.setattr(loader_module, "DATA_DIR", tmp_path)
+    loader_module.read_items.cache_clear()
+    try:
+        with pytest.raises(PolylensError, match=r"words.jsonl:2: malformed JSONL line"):
+            loader_module.read_items("words")
+    finally:
+        loader_module.read_items.cache_clear()
+
+
+def test_data_cli(capsys):
+    assert main(["data", "ls"]) == 0
+    assert "parallel" in capsys.readouterr().out
+    assert main(["data", "show", "words", "--langs", "fr,zh", "--n", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and "eau" in out[0] and "水" in out[1]
+    assert main(["data", "check"]) == 0
+    assert "0 violations" in capsys.readouterr().out
+    assert main(["data", "show", "safety", "--langs", "th"]) == 2
+    assert "does not cover 'th'" in capsys.readouterr().err

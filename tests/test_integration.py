@@ -1,0 +1,64 @@
+"""Integration tier: the embedded gemma-3-270m (converted once from its GGUF, then cached)."""
+
+import pytest
+import torch
+
+import interp
+from interp.data import load, prompts_of
+from interp.extract import pad_batch
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = prompts_of(load("parallel", langs=["en", "fr", "zh", "hi", "sw", "th"]))[:12]
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def test_gemma_view(gemma):
+    assert gemma.n_blocks == 18 and gemma.d_model == 640 and gemma.n_layers == 19
+    assert gemma.unembed.weight.shape == (262144, 640)
+    assert gemma.tokenizer.padding_side == "left"
+
+
+def test_gemma_matches_output_hidden_states(gemma):
+    acts = interp.extract(gemma, PROMPTS, batch_size=6, progress=False)
+    batch = pad_batch(gemma.tokenize(PROMPTS), gemma.tokenizer.pad_token_id, gemma.device)
+    with torch.inference_mode():
+        hs = gemma.hf(**batch, output_hidden_states=True).hidden_states
+    # The residual stream grows to ~1e4 in late layers: compare relative to its scale.
+    for layer in range(gemma.n_blocks):
+        ref = hs[layer][:, -1]
+        assert (acts.layer(layer) - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
+    with torch.inference_mode():
+        normed = gemma.final_norm(acts.layer(gemma.n_blocks))
+    assert relative_error(normed, hs[-1][:, -1]) < 1e-5
+
+
+def test_three_backends_agree_on_gemma(gemma):
+    logits_before = gemma.logits(PROMPTS[:4])
+    hooks = interp.extract(gemma, PROMPTS, batch_size=6, progress=False)
+    for backend in ("transformer_lens", "nnsight"):
+        other = interp.extract(gemma, PROMPTS, batch_size=6, backend=backend, progress=False)
+        for layer in range(gemma.n_layers):
+            assert relative_error(other.layer(layer), hooks.layer(layer)) < 1e-4, (backend, layer)
+    assert torch.equal(gemma.logits(PROMPTS[:4]), logits_before)
+
+
+def test_gemma_store_round_trip(gemma, tmp_path):
+    store = interp.ActivationStore(tmp_path, shard_size=5)
+    first = interp.extract(gemma, PROMPTS, layers=[0, 9, 18], store=store, progress=False)
+    again = store.load(store.ls()[0]["key"])
+    assert torch.equal(first.tensor, again.tensor)
+    assert again.meta["model"]["name"] == "gemma-3-270m"
+
+
+def test_smollm_chat_template_extraction():
+    model = interp.load_model("smollm2-135m-instruct", device="cpu")
+    assert model.n_blocks == 30 and model.adapter.blocks == "model.layers"
+    (prompt,) = model.apply_chat_template(["What is the capital of France?"])
+    assert "What is the capital of France?" in prompt and prompt.rstrip().endswith("assistant")
+    acts = interp.extract(model, [prompt], layers=[0, 15, 30], progress=False)
+    assert acts.tensor.shape == (1, 3, model.d_model)
+    assert model.logits([prompt]).shape[-1] == model.unembed.weight.shape[0]
