@@ -20,10 +20,14 @@ def _rss_bytes() -> int:
 
 
 class PeakRSS:
-    """Samples the process RSS every 5 ms while open; ``.peak`` is the highest value seen."""
+    """Samples the process RSS every 5 ms while open.
+
+    ``.peak`` is the highest value seen, ``.growth`` how far it rose above the value at entry
+    (memory a method allocates on top of what the process already holds).
+    """
 
     def __enter__(self) -> PeakRSS:
-        self.peak = _rss_bytes()
+        self.start = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -37,6 +41,11 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def growth(self) -> int:
+        """Peak minus the RSS at entry, in bytes."""
+        return self.peak - self.start
 
 
 def mixed_language_prompts(n: int) -> list[str]:
@@ -97,6 +106,7 @@ def bench_extract(
         run()
     times: dict[str, list[float]] = {k: [] for k in methods}
     peaks: dict[str, int] = dict.fromkeys(methods, 0)
+    growth: dict[str, int] = dict.fromkeys(methods, 0)
     for _ in range(repeats):
         for name, run in methods.items():
             if model.device.type == "cuda":
@@ -108,6 +118,7 @@ def bench_extract(
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t)
             peaks[name] = max(peaks[name], rss.peak)
+            growth[name] = max(growth[name], rss.growth)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "model": spec,
@@ -120,6 +131,7 @@ def bench_extract(
         "median_s": med,
         "all_s": times,
         "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()},
+        "rss_growth_mb": {k: v / 2**20 for k, v in growth.items()},
         "ratios": {
             "b/a": med["b_polylens_hooks"] / med["a_bare_forward"],
             "c/b": med["c_transformer_lens"] / med["b_polylens_hooks"],

@@ -70,7 +70,11 @@ def test_directory_without_config(tmp_path):
 
 
 def test_hub_id_while_offline(monkeypatch):
+    import huggingface_hub.constants
+
+    # The hub library reads HF_HUB_OFFLINE once, at import; set what it reads.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(interp.PolylensError, match="could not load hub model 'polylens/none'"):
         load_model("polylens/none")
 
