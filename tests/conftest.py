@@ -25,4 +25,4 @@ def gemma():
     """The embedded gemma-3-270m (integration tier): converted once into the real cache."""
     from interp import load_model
 
-    return load_model("gemma-3-270m", device="cpu")
+    return load_model("gemma-3-270m")

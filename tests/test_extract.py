@@ -13,7 +13,7 @@ def reference_hidden_states(model, prompts):
     batch = pad_batch(model.tokenize(prompts), model.tokenizer.pad_token_id, model.device)
     with torch.inference_mode():
         out = model.hf(**batch, output_hidden_states=True)
-    return out.hidden_states, out.logits
+    return [h.cpu() for h in out.hidden_states], out.logits.cpu()
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -30,7 +30,7 @@ def test_matches_output_hidden_states(model):
         torch.testing.assert_close(acts.layer(layer), hs[layer][:, -1], atol=1e-5, rtol=0)
     # HF's last entry is after the final norm; polylens keeps the raw residual there.
     with torch.inference_mode():
-        normed = model.final_norm(acts.layer(model.n_blocks))
+        normed = model.final_norm(acts.layer(model.n_blocks).to(model.device)).cpu()
     torch.testing.assert_close(normed, hs[-1][:, -1], atol=1e-5, rtol=0)
     assert not torch.allclose(acts.layer(model.n_blocks), hs[-1][:, -1])
 

@@ -26,13 +26,13 @@ def test_gemma_matches_output_hidden_states(gemma):
     acts = interp.extract(gemma, PROMPTS, batch_size=6, progress=False)
     batch = pad_batch(gemma.tokenize(PROMPTS), gemma.tokenizer.pad_token_id, gemma.device)
     with torch.inference_mode():
-        hs = gemma.hf(**batch, output_hidden_states=True).hidden_states
+        hs = [h.cpu() for h in gemma.hf(**batch, output_hidden_states=True).hidden_states]
     # The residual stream grows to ~1e4 in late layers: compare relative to its scale.
     for layer in range(gemma.n_blocks):
         ref = hs[layer][:, -1]
         assert (acts.layer(layer) - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max())
     with torch.inference_mode():
-        normed = gemma.final_norm(acts.layer(gemma.n_blocks))
+        normed = gemma.final_norm(acts.layer(gemma.n_blocks).to(gemma.device)).cpu()
     assert relative_error(normed, hs[-1][:, -1]) < 1e-5
 
 
@@ -55,7 +55,7 @@ def test_gemma_store_round_trip(gemma, tmp_path):
 
 
 def test_smollm_chat_template_extraction():
-    model = interp.load_model("smollm2-135m-instruct", device="cpu")
+    model = interp.load_model("smollm2-135m-instruct")
     assert model.n_blocks == 30 and model.adapter.blocks == "model.layers"
     (prompt,) = model.apply_chat_template(["What is the capital of France?"])
     assert "What is the capital of France?" in prompt and prompt.rstrip().endswith("assistant")

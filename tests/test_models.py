@@ -18,9 +18,10 @@ def test_adapter_gives_uniform_view(arch):
     assert model.n_blocks == 3 and model.n_layers == 4 and model.d_model == 64
     assert model.unembed.weight.shape == (320, 64)
     assert model.tokenizer.padding_side == "left"
-    assert model.device.type == "cpu" and model.dtype == torch.float32
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert model.dtype == torch.float32
     # The view is the real thing: final norm then unembedding of the body's output = the logits.
-    ids = torch.tensor([model.tokenize(["The capital of"])[0]])
+    ids = torch.tensor([model.tokenize(["The capital of"])[0]], device=model.device)
     with torch.inference_mode():
         hidden = model.body(input_ids=ids).last_hidden_state
         logits = model.hf(input_ids=ids).logits

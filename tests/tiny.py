@@ -89,10 +89,10 @@ def save_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
 
 
 def tiny_model(arch: str, seed: int = 0) -> LoadedModel:
-    """A LoadedModel of architecture ``arch`` with random weights (float32, CPU).
+    """A LoadedModel of architecture ``arch`` with random weights (float32, on CUDA if present).
 
     It goes through a directory so that it loads like a user's model (and TransformerLens, which
     reloads the tokenizer by path, can wrap it).
     """
     directory = Path(tempfile.mkdtemp(prefix=f"polylens-tiny-{arch}-"))
-    return load_model(str(save_tiny(arch, directory, seed)), device="cpu")
+    return load_model(str(save_tiny(arch, directory, seed)))
