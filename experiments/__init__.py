@@ -1,0 +1,62 @@
+"""Experiments: one module each, a config dataclass and ``run(config) -> Path``.
+
+``EXPERIMENTS`` is an explicit registry that refuses duplicates; ``run_experiment`` resolves a
+config from the experiment's YAML in ``experiments/configs/``, an optional user YAML and
+overrides, in that order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.base import ExperimentConfig, load_config
+from interp.errors import PolylensError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment."""
+
+    name: str
+    config_class: type[ExperimentConfig]
+    run: Callable[[ExperimentConfig], Path]
+    description: str
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(name: str, config_class: type[ExperimentConfig], description: str) -> Callable:
+    """Decorator adding ``run`` to the registry under ``name`` (a name can be taken once)."""
+
+    def add(run: Callable[[ExperimentConfig], Path]) -> Callable[[ExperimentConfig], Path]:
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is already registered")
+        EXPERIMENTS[name] = Experiment(name, config_class, run, description)
+        return run
+
+    return add
+
+
+def _load_all() -> None:
+    # Importing a module registers its experiment.
+    from experiments import latent_language, translation_barrier  # noqa: F401
+
+
+def get_experiment(name: str) -> Experiment:
+    """The registered experiment ``name``, or an error listing the known ones."""
+    _load_all()
+    if name not in EXPERIMENTS:
+        raise PolylensError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+def run_experiment(
+    name: str, config_file: str | Path | None = None, overrides: dict | None = None
+) -> Path:
+    """Resolve the config of ``name`` and run it; returns the result directory."""
+    experiment = get_experiment(name)
+    config = load_config(experiment.config_class, name, config_file, overrides or {})
+    return experiment.run(config)

@@ -138,3 +138,78 @@ def bench_extract(
             "d/b": med["d_nnsight"] / med["b_polylens_hooks"],
         },
     }
+
+
+def bench_lens(
+    spec: str = "gemma-3-270m",
+    *,
+    n_prompts: int = 256,
+    repeats: int = 3,
+    device: str | None = None,
+) -> dict:
+    """Logit lens over all layers at the last position: polylens vs TransformerLens's route.
+
+    polylens decodes cached activations in memory-bounded chunks, keeping the top-5 tokens and the
+    entropy. The TransformerLens route (``run_with_cache``, ``accumulated_resid(apply_ln=True)``,
+    unembedding) materialises every layer's logits, then takes the same top-5 and entropy.
+    Extraction is not timed for polylens (it reads cached activations), as in an analysis.
+    """
+    from interp.backends import _tl_bridge
+    from interp.lens import apply_lens
+
+    model = load_model(spec, device=device)
+    prompts = mixed_language_prompts(n_prompts)
+    acts = extract(model, prompts, progress=False)
+    bridge = _tl_bridge(model)
+    batch_size = 32
+
+    def polylens() -> None:
+        apply_lens(model, acts, top_k=5)
+
+    def transformer_lens() -> None:
+        ids = model.tokenize(prompts)
+        logits = []
+        with torch.inference_mode():
+            for s in range(0, len(ids), batch_size):
+                batch = pad_batch(
+                    ids[s : s + batch_size], model.tokenizer.pad_token_id, model.device
+                )
+                _, cache = bridge.run_with_cache(
+                    batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"],
+                    names_filter=lambda n: "resid" in n or "ln_final" in n or "norm" in n,
+                )
+                resid = cache.accumulated_resid(apply_ln=True, pos_slice=-1)
+                logits.append(bridge.unembed(resid))
+            logp = torch.log_softmax(torch.cat(logits, dim=1).float(), dim=-1)
+            logp.topk(5, dim=-1)
+            (-(logp.exp() * logp).sum(-1))
+
+    methods = {"polylens": polylens, "transformer_lens": transformer_lens}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    growth: dict[str, int] = dict.fromkeys(methods, 0)
+    for _ in range(repeats):
+        for name, run in methods.items():
+            with PeakRSS() as rss:
+                t = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t)
+            growth[name] = max(growth[name], rss.growth)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "model": spec,
+        "device": str(model.device),
+        "n_prompts": n_prompts,
+        "layers": model.n_layers,
+        "vocab": int(model.unembed.weight.shape[0]),
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": times,
+        "rss_growth_mb": {k: v / 2**20 for k, v in growth.items()},
+        "ratios": {
+            "time polylens/transformer_lens": med["polylens"] / med["transformer_lens"],
+            "memory polylens/transformer_lens": growth["polylens"]
+            / max(1, growth["transformer_lens"]),
+        },
+    }

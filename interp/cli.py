@@ -110,6 +110,25 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
 
+def _cmd_run(args: argparse.Namespace) -> None:
+    from experiments import run_experiment
+
+    overrides = {"model": args.model, "langs": args.langs, "out": args.out, "device": args.device}
+    path = run_experiment(args.name, args.config, overrides)
+    print(f"results: {path}  (open {path / 'report.html'})")
+
+
+def _cmd_bench_lens(args: argparse.Namespace) -> None:
+    from interp.bench import bench_lens
+
+    result = bench_lens(
+        args.model, n_prompts=args.n_prompts, repeats=args.repeats, device=args.device
+    )
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with ``--help`` on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -158,6 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench)
+    b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--n-prompts", type=int, default=256)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--device", default=None)
+    b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench_lens)
+
+    p = sub.add_parser("run", help="run an experiment (latent-language, translation-barrier)")
+    p.add_argument("name", help="experiment name")
+    p.add_argument("--config", default=None, help="YAML file overriding the defaults")
+    p.add_argument("--model", default=None, help="model (overrides the config)")
+    p.add_argument("--langs", default=None, help="comma-separated languages (overrides)")
+    p.add_argument("--out", default=None, help="parent directory of the result (overrides)")
+    p.add_argument("--device", default=None, help="cuda or cpu")
+    p.set_defaults(func=_cmd_run)
 
     from interp.data import cli as data_cli
 

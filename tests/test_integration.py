@@ -62,3 +62,29 @@ def test_smollm_chat_template_extraction():
     acts = interp.extract(model, [prompt], layers=[0, 15, 30], progress=False)
     assert acts.tensor.shape == (1, 3, model.d_model)
     assert model.logits([prompt]).shape[-1] == model.unembed.weight.shape[0]
+
+
+def test_gemma_logit_lens_is_exact_and_matches_transformer_lens(gemma):
+    from interp.backends import _tl_bridge
+    from interp.lens import apply_lens
+
+    prompts = PROMPTS[:4]
+    acts = interp.extract(gemma, prompts, progress=False)
+    vocab = gemma.unembed.weight.shape[0]
+    out = apply_lens(gemma, acts, top_k=vocab, memory_budget_mb=1024)
+    ours = torch.full((len(prompts), gemma.n_layers, vocab), -torch.inf)
+    ours.scatter_(2, out.top_ids, out.top_logprobs)
+    model_logp = torch.log_softmax(gemma.logits(prompts), dim=-1).cpu()
+    torch.testing.assert_close(ours[:, -1], model_logp, atol=1e-4, rtol=0)
+
+    bridge = _tl_bridge(gemma)
+    batch = pad_batch(gemma.tokenize(prompts), gemma.tokenizer.pad_token_id, gemma.device)
+    with torch.inference_mode():
+        _, cache = bridge.run_with_cache(
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+        )
+        accumulated = cache.accumulated_resid(apply_ln=True, pos_slice=-1)  # [layer, prompt, d]
+        tl_probs = torch.softmax(bridge.unembed(accumulated).float(), dim=-1).transpose(0, 1)
+    assert (tl_probs.cpu() - ours.exp()).abs().max() < 1e-4

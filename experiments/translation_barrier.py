@@ -1,0 +1,188 @@
+"""translation-barrier: does a failed translation fail at the task or at the last step?
+
+After the Translation Barrier Hypothesis: for each word and language pair, the outcome is
+*correct* (the final top-1 token is the target word), a *translation failure* (the final answer is
+wrong, but the right concept, in any language, is decoded at some intermediate layer: among the
+lens's top-k tokens or with probability mass above a threshold) or a *task-solving failure* (the
+concept is never decoded). Rates per pair, per target language and per source/target script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments import register
+from experiments.base import ResultDir, seed_everything
+from experiments.translation_task import TranslationConfig, run_task
+from interp import plots
+from interp.data import LANGUAGES
+from interp.errors import PolylensError
+
+NAME = "translation-barrier"
+OUTCOMES = ("correct", "translation_failure", "task_solving_failure")
+
+
+@dataclass
+class BarrierConfig(TranslationConfig):
+    """The translation task plus the decoding criterion."""
+
+    prob_threshold: float = 0.05
+    """The concept counts as decoded at a layer when its mass (any language) reaches this."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.prob_threshold <= 1:
+            raise PolylensError("prob_threshold must be in (0, 1]")
+
+
+def classify(final_correct: bool, decoded: Sequence[bool]) -> str:
+    """The outcome of one prompt from its final correctness and, per intermediate layer, whether
+    the concept was decoded there."""
+    if final_correct:
+        return "correct"
+    return "translation_failure" if any(decoded) else "task_solving_failure"
+
+
+def decoded_by_layer(task, top_k: int, threshold: float) -> torch.Tensor:
+    """``[item, layer]``: the concept (any language) is in the top-k or has mass >= threshold."""
+    any_col = task.lens.set_names.index("any")
+    mass = task.lens.set_logprobs[..., any_col].exp()
+    in_top = torch.stack(
+        [
+            torch.isin(task.lens.top_ids[i, :, :top_k], torch.tensor(task.sets[i]["any"])).any(-1)
+            for i in range(len(task.items))
+        ]
+    )
+    return in_top | (mass >= threshold)
+
+
+def rates(outcomes: list[str]) -> dict[str, float]:
+    """Share of each outcome."""
+    n = max(1, len(outcomes))
+    return {o: outcomes.count(o) / n for o in OUTCOMES}
+
+
+@register(NAME, BarrierConfig, "correct / translation failure / task-solving failure per pair")
+def run(config: BarrierConfig) -> Path:
+    """Run the experiment; returns the result directory."""
+    seed_everything(config.seed)
+    task = run_task(config)
+    out = ResultDir(NAME, config)
+    correct = task.final_correct().tolist()
+    decoded = decoded_by_layer(task, config.top_k, config.prob_threshold)[:, 1:-1]
+    outcomes = [classify(c, d.tolist()) for c, d in zip(correct, decoded)]
+    items = task.items
+    out.table(
+        "per_item",
+        [
+            {
+                "concept": it.concept,
+                "src": it.src,
+                "tgt": it.tgt,
+                "outcome": o,
+                "first_decoded_layer": (int(d.nonzero()[0]) + 1) if d.any() else "",
+            }
+            for it, o, d in zip(items, outcomes, decoded)
+        ],
+    )
+
+    def grouped(key) -> dict:
+        groups: dict = {}
+        for it, o in zip(items, outcomes):
+            groups.setdefault(key(it), []).append(o)
+        return {k: rates(v) | {"n": len(v)} for k, v in sorted(groups.items())}
+
+    per_pair = grouped(lambda it: (it.src, it.tgt))
+    per_target = grouped(lambda it: it.tgt)
+    per_script = grouped(lambda it: (LANGUAGES[it.src].script, LANGUAGES[it.tgt].script))
+    out.table("per_pair", [{"src": s, "tgt": t} | r for (s, t), r in per_pair.items()])
+    out.table("per_target", [{"tgt": t} | r for t, r in per_target.items()])
+    out.table(
+        "per_script", [{"src_script": s, "tgt_script": t} | r for (s, t), r in per_script.items()]
+    )
+
+    langs = config.langs
+    for outcome in OUTCOMES[1:]:
+        grid = np.array(
+            [[per_pair.get((s, t), {}).get(outcome, np.nan) for t in langs] for s in langs]
+        )
+        out.figure(
+            f"{outcome}_by_pair",
+            f"{outcome.replace('_', ' ').capitalize()} rate per pair",
+            f"Share of test words per (source, target) pair classified as "
+            f"{outcome.replace('_', ' ')}.",
+            *plots.heatmap(
+                grid,
+                langs,
+                langs,
+                title=outcome.replace("_", " ") + " rate",
+                xlabel="target",
+                ylabel="source",
+                zlabel="rate",
+                vmin=0,
+                vmax=1,
+            ),
+        )
+    targets = list(per_target)
+    out.figure(
+        "outcomes_by_target",
+        "Outcomes per target language",
+        "For every target language (all sources), the share of correct answers, "
+        "translation failures and task-solving failures.",
+        *plots.stacked_bars(
+            targets,
+            {o: [per_target[t][o] for t in targets] for o in OUTCOMES},
+            title="Outcome shares by target language",
+            xlabel="target",
+            ylabel="share",
+        ),
+    )
+    scripts = sorted({s for pair in per_script for s in pair})
+    grid = np.array(
+        [
+            [per_script.get((a, b), {}).get("translation_failure", np.nan) for b in scripts]
+            for a in scripts
+        ]
+    )
+    out.figure(
+        "translation_failure_by_script",
+        "Translation failures by script pair",
+        "Translation-failure rate grouped by the scripts of source and target.",
+        *plots.heatmap(
+            grid,
+            scripts,
+            scripts,
+            title="translation failure rate",
+            xlabel="target script",
+            ylabel="source script",
+            zlabel="rate",
+            vmin=0,
+            vmax=1,
+        ),
+    )
+    overall = rates(outcomes)
+    failures = [o for o in outcomes if o != "correct"]
+    metrics = {
+        "model": config.model,
+        "lens": config.lens,
+        "n_items": len(items),
+        "criterion": {
+            "top_k": config.top_k,
+            "prob_threshold": config.prob_threshold,
+            "layers": "intermediate (1 .. L-1)",
+        },
+        "collision_policy": "dropped" if config.drop_collisions else "kept",
+        "skipped_pairs": task.skipped_pairs,
+        **{f"rate_{k}": v for k, v in overall.items()},
+        "translation_failure_share_of_failures": failures.count("translation_failure")
+        / max(1, len(failures)),
+        "per_target": per_target,
+    }
+    out.metrics(metrics)
+    out.report("Translation barrier", __doc__.split("\n\n")[1], metrics)
+    return out.path

@@ -1,0 +1,206 @@
+"""The few-shot word-translation task shared by latent-language and translation-barrier.
+
+A prompt holds ``n_demos`` demonstrations and the test word, in the style of Wendler et al. 2024::
+
+    Français: "eau" - 中文: "水"
+    ...
+    Français: "fleur" - 中文: "
+
+Source == target gives the repetition task. The answer is read off the next token: a concept's
+token set in a language is the first token of each surface variant of its forms there.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+
+from experiments.base import ExperimentConfig
+from interp.data import LANGUAGES, load
+from interp.errors import PolylensError
+from interp.extract import extract
+from interp.lens import LensOutput, apply_lens, first_tokens
+from interp.models import LoadedModel, load_model
+from interp.store import ActivationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TranslationConfig(ExperimentConfig):
+    """The translation task on top of the shared experiment fields."""
+
+    n_words: int = 10
+    """Test words per (source, target) pair."""
+    n_demos: int = 4
+    """Demonstrations per prompt (never the test word)."""
+    repetition: bool = True
+    """Also run source == target (the repetition task)."""
+    drop_collisions: bool = True
+    """Drop a word for a pair when its target first tokens are also English or source ones."""
+    lens: str = "logit"
+    """logit or tuned."""
+    top_k: int = 10
+    """Top tokens kept per layer (translation-barrier's decoding criterion)."""
+    memory_budget_mb: float = 512
+    """Most memory the lens's vocabulary-sized intermediates may take at once."""
+    bootstrap: int = 1000
+    """Bootstrap resamples (over words) for the 95% intervals."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lens not in ("logit", "tuned"):
+            raise PolylensError(f"unknown lens {self.lens!r}; use logit or tuned")
+        if self.n_words < 1 or self.n_demos < 1:
+            raise PolylensError("n_words and n_demos must be at least 1")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One test prompt."""
+
+    concept: str
+    src: str
+    tgt: str
+    prompt: str
+
+
+@dataclass
+class TaskRun:
+    """Prompts, their lens readout and the bookkeeping of what was left out."""
+
+    model: LoadedModel
+    items: list[Item]
+    lens: LensOutput
+    set_langs: list[str]
+    """Languages with a token set per item, in the order of ``lens.set_names``."""
+    sets: list[dict[str, list[int]]]
+    """Per item, the concept's first tokens in each language of ``set_langs``, and ``any``."""
+    skipped_pairs: list[dict]
+    dropped: dict[str, int]
+    """Words dropped per pair for first-token collisions (``src-tgt`` keys)."""
+
+    def probs_in(self, lang_of_item) -> torch.Tensor:
+        """``[item, layer]`` probability of each item's concept in the language it picks."""
+        col = {lang: i for i, lang in enumerate(self.set_langs)}
+        p = self.lens.set_logprobs.exp()
+        return torch.stack([p[i, :, col[lang_of_item(it)]] for i, it in enumerate(self.items)])
+
+    def role_probs(self) -> dict[str, torch.Tensor]:
+        """``[item, layer]`` probability of the concept in the target, English and source."""
+        return {
+            "target": self.probs_in(lambda it: it.tgt),
+            "en": self.probs_in(lambda it: "en"),
+            "source": self.probs_in(lambda it: it.src),
+        }
+
+    def final_correct(self) -> torch.Tensor:
+        """Whether the last layer's top-1 token is a target first token, per item."""
+        top1 = self.lens.top_ids[:, -1, 0].tolist()
+        return torch.tensor(
+            [t in self.sets[i][it.tgt] for i, (it, t) in enumerate(zip(self.items, top1))]
+        )
+
+
+def _line(src: str, tgt: str, src_form: str, tgt_form: str | None) -> str:
+    left = f'{LANGUAGES[src].endonym}: "{src_form}" - {LANGUAGES[tgt].endonym}: "'
+    return left if tgt_form is None else f'{left}{tgt_form}"'
+
+
+def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict, list, dict]:
+    """Prompts for every pair, the token sets of every concept, skipped pairs and drops."""
+    set_langs = list(dict.fromkeys([*config.langs, "en"]))
+    words = {}
+    for record in load("words", langs=set_langs):
+        words.setdefault(record.gloss, {})[record.lang] = record.forms
+    token_sets = {
+        concept: {
+            lang: sorted({t for f in forms[lang] for t in first_tokens(tokenizer, f)})
+            for lang in set_langs
+        }
+        for concept, forms in words.items()
+    }
+    rng = random.Random(config.seed)
+    items, skipped, dropped = [], [], {}
+    for src in config.langs:
+        for tgt in config.langs:
+            if src == tgt and not config.repetition:
+                continue
+            rivals = {"en", src} - {tgt}
+            usable = []
+            for concept, sets in token_sets.items():
+                target = set(sets[tgt])
+                if not target:
+                    continue
+                if config.drop_collisions and any(target & set(sets[r]) for r in rivals):
+                    dropped[f"{src}-{tgt}"] = dropped.get(f"{src}-{tgt}", 0) + 1
+                    continue
+                usable.append(concept)
+            if len(usable) < config.n_demos + 1:
+                skipped.append(
+                    {
+                        "src": src,
+                        "tgt": tgt,
+                        "usable_words": len(usable),
+                        "reason": "too few words whose target tokens do not collide",
+                    }
+                )
+                log.warning("skipping %s->%s: only %d usable words", src, tgt, len(usable))
+                continue
+            rng.shuffle(usable)
+            demos, tests = usable[: config.n_demos], usable[config.n_demos :][: config.n_words]
+            shots = "\n".join(_line(src, tgt, words[c][src][0], words[c][tgt][0]) for c in demos)
+            for concept in tests:
+                prompt = shots + "\n" + _line(src, tgt, words[concept][src][0], None)
+                items.append(Item(concept, src, tgt, prompt))
+    return items, token_sets, skipped, dropped
+
+
+def run_task(config: TranslationConfig) -> TaskRun:
+    """Build the prompts, extract every layer at the last token (store-cached), apply the lens."""
+    model = load_model(config.model, device=config.device)
+    items, token_sets, skipped, dropped = build_items(config, model.tokenizer)
+    if not items:
+        raise PolylensError("no language pair has enough usable words; add languages or words")
+    acts = extract(
+        model,
+        [it.prompt for it in items],
+        layers="all",
+        positions="last",
+        batch_size=config.batch_size,
+        store=ActivationStore(config.store),
+    )
+    translators = None
+    if config.lens == "tuned":
+        from interp.tuned_lens import load_or_train_tuned_lens
+
+        translators = load_or_train_tuned_lens(model)
+    set_langs = list(next(iter(token_sets.values())))
+    sets = []
+    for it in items:
+        by_lang = {lang: token_sets[it.concept][lang] for lang in set_langs}
+        # "any": the concept in whatever language, each token once (for decoding criteria).
+        sets.append(by_lang | {"any": sorted({t for ids in by_lang.values() for t in ids})})
+    lens = apply_lens(
+        model,
+        acts,
+        token_sets=sets,
+        top_k=config.top_k,
+        translators=translators,
+        memory_budget_mb=config.memory_budget_mb,
+        progress=True,
+    )
+    return TaskRun(model, items, lens, set_langs, sets, skipped, dropped)
+
+
+def bootstrap_mean(
+    values: torch.Tensor, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean over dim 0 and its 95% percentile interval from ``n`` resamples of the rows."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, values.shape[0], (n, values.shape[0]), generator=gen)
+    means = values[idx].mean(1)
+    return values.mean(0), means.quantile(0.025, dim=0), means.quantile(0.975, dim=0)

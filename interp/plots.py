@@ -1,0 +1,143 @@
+"""Figures, each as a matplotlib figure (static PNG) and a plotly figure (interactive HTML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is assumed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+
+Band = tuple[Sequence[float], Sequence[float], Sequence[float]]
+"""(mean, lower, upper) per x."""
+
+
+def lines_with_bands(
+    x: Sequence[float],
+    series: Mapping[str, Band],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+):
+    """One line per series with its shaded interval."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    pfig = go.Figure()
+    for i, (name, (mean, lo, hi)) in enumerate(series.items()):
+        color = plt.cm.tab10(i % 10)
+        ax.plot(x, mean, marker="o", ms=3, label=name, color=color)
+        ax.fill_between(x, lo, hi, alpha=0.2, color=color)
+        rgb = ",".join(str(int(c * 255)) for c in color[:3])
+        pfig.add_trace(
+            go.Scatter(
+                x=list(x) + list(x)[::-1],
+                y=list(hi) + list(lo)[::-1],
+                fill="toself",
+                fillcolor=f"rgba({rgb},0.2)",
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        pfig.add_trace(
+            go.Scatter(
+                x=list(x),
+                y=list(mean),
+                name=name,
+                mode="lines+markers",
+                line=dict(color=f"rgb({rgb})"),
+            )
+        )
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_xticks(list(x))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    pfig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
+    return fig, pfig
+
+
+def heatmap(
+    values: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    zlabel: str,
+    fmt: str = ".2f",
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
+    """A labelled heatmap; NaN cells (no data) are left blank."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(cols) + 2), max(3.5, 0.45 * len(rows) + 1.5)))
+    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if values.size <= 400:
+        for (r, c), v in np.ndenumerate(values):
+            if not np.isnan(v):
+                ax.text(
+                    c,
+                    r,
+                    format(v, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < np.nanmean(values) else "black",
+                )
+    fig.colorbar(im, ax=ax, label=zlabel)
+    pfig = go.Figure(
+        go.Heatmap(
+            z=values,
+            x=list(cols),
+            y=list(rows),
+            colorscale="Viridis",
+            zmin=vmin,
+            zmax=vmax,
+            colorbar=dict(title=zlabel),
+            texttemplate="%{z:" + fmt + "}" if values.size <= 400 else None,
+        )
+    )
+    pfig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        yaxis_autorange="reversed",
+        template="plotly_white",
+    )
+    return fig, pfig
+
+
+def stacked_bars(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+):
+    """Bars per category, stacked by series (e.g. outcome rates summing to 1)."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(categories) + 2), 4.5))
+    bottom = np.zeros(len(categories))
+    pfig = go.Figure()
+    for name, vals in series.items():
+        ax.bar(categories, vals, bottom=bottom, label=name)
+        bottom += np.asarray(vals, dtype=float)
+        pfig.add_trace(go.Bar(x=list(categories), y=list(vals), name=name))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    pfig.update_layout(
+        barmode="stack",
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        template="plotly_white",
+    )
+    return fig, pfig

@@ -1,0 +1,196 @@
+"""Tuned lens: one affine translator per layer, after Belrose et al. 2023.
+
+Each translator is trained so that decoding the translated residual matches the model's final
+next-token distribution (minimum KL).
+
+Translator of layer l: ``h + W_l h + b_l`` with ``W_l = 0, b_l = 0`` at start, so an untrained
+tuned lens is exactly the logit lens. The last layer keeps the identity (it is already exact).
+Trained translators are saved in the polylens cache keyed by the model's fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from interp.errors import PolylensError
+from interp.extract import extract
+from interp.lens import decode_logits
+from interp.models import LoadedModel, cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class TunedLens(nn.Module):
+    """Per-layer affine translators for layers ``0 .. n_layers - 2`` (the last is the identity)."""
+
+    def __init__(self, n_layers: int, d_model: int) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        self.weight = nn.Parameter(torch.zeros(n_layers - 1, d_model, d_model))
+        self.bias = nn.Parameter(torch.zeros(n_layers - 1, d_model))
+
+    def forward(self, h: Float[Tensor, "row d_model"], layer: int) -> Float[Tensor, "row d_model"]:
+        """Translate residuals taken at ``layer`` toward the last layer's basis."""
+        if layer == self.n_layers - 1:
+            return h
+        w, b = self.weight[layer].to(h.dtype), self.bias[layer].to(h.dtype)
+        return h + h @ w.T + b
+
+
+@dataclass(frozen=True)
+class TunedLensConfig:
+    """How the translators are trained."""
+
+    steps: int = 150
+    """Optimizer steps."""
+    tokens_per_step: int = 16
+    """Token positions per step (every layer sees the same positions)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 1e-3
+    """L2 pull toward the identity translator."""
+    seed: int = 0
+    """Seed of the position sampling."""
+    dataset: str = "parallel"
+    """Bundled dataset whose text (all tokens, all languages) is the training data."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.tokens_per_step < 1 or self.lr <= 0:
+            raise PolylensError("tuned lens needs steps >= 1, tokens_per_step >= 1 and lr > 0")
+
+
+def kl_to_final(
+    final_logp: Float[Tensor, "row vocab"], logp: Float[Tensor, "row vocab"]
+) -> Float[Tensor, " row"]:
+    """KL(final || lens) per row, in nats."""
+    return (final_logp.exp() * (final_logp - logp)).sum(-1)
+
+
+def _decode_logp(model: LoadedModel, h: Tensor) -> Tensor:
+    return torch.log_softmax(decode_logits(model, h), dim=-1)
+
+
+def training_residuals(
+    model: LoadedModel, texts: list[str], *, store=None
+) -> Float[Tensor, "token layer d_model"]:
+    """Residuals of every token of ``texts`` at every layer (from the store when cached)."""
+    acts = extract(model, texts, layers="all", positions="all", store=store, progress=True)
+    return acts.flat
+
+
+def train_tuned_lens(
+    model: LoadedModel,
+    residuals: Float[Tensor, "token layer d_model"],
+    config: TunedLensConfig = TunedLensConfig(),
+) -> tuple[TunedLens, list[float]]:
+    """Fit translators on ``residuals`` (the last layer is the target); returns the loss curve."""
+    n_layers = residuals.shape[1]
+    if n_layers != model.n_layers:
+        raise PolylensError(f"residuals have {n_layers} layers, the model {model.n_layers}")
+    lens = TunedLens(n_layers, model.d_model).to(model.device)
+    opt = torch.optim.Adam(lens.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    frozen = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in frozen:  # gradients flow through the model's norm and unembedding, not into them
+        p.requires_grad_(False)
+    try:
+        losses = _fit(model, lens, opt, residuals, config, gen)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return lens.eval(), losses
+
+
+def _fit(model, lens, opt, residuals, config, gen) -> list[float]:
+    n_layers = residuals.shape[1]
+    losses = []
+    for _ in tqdm(range(config.steps), desc="tuned lens", unit="step"):
+        rows = torch.randint(0, residuals.shape[0], (config.tokens_per_step,), generator=gen)
+        batch = residuals[rows].to(model.device, torch.float32)
+        with torch.no_grad():
+            target = _decode_logp(model, batch[:, -1])
+        loss = 0.0
+        for layer in range(n_layers - 1):
+            logp = _decode_logp(model, lens(batch[:, layer], layer))
+            loss = loss + kl_to_final(target, logp).mean()
+        loss = loss / (n_layers - 1)
+        reg = config.weight_decay * (lens.weight.square().sum() + lens.bias.square().sum())
+        opt.zero_grad()
+        (loss + reg).backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def kl_per_layer(
+    model: LoadedModel,
+    residuals: Float[Tensor, "token layer d_model"],
+    lens: TunedLens | None = None,
+) -> list[float]:
+    """Mean KL(final || decoded layer) per layer: tuned lens, or logit lens when ``lens=None``."""
+    out = []
+    x = residuals.to(model.device, torch.float32)
+    for chunk_start in range(0, x.shape[0], 64):
+        chunk = x[chunk_start : chunk_start + 64]
+        target = _decode_logp(model, chunk[:, -1])
+        row = []
+        for layer in range(x.shape[1]):
+            h = lens(chunk[:, layer], layer) if lens is not None else chunk[:, layer]
+            row.append(float(kl_to_final(target, _decode_logp(model, h)).sum()))
+        out.append(row)
+    return [sum(col) / x.shape[0] for col in zip(*out)]
+
+
+def _path(model: LoadedModel, config: TunedLensConfig) -> Path:
+    tag = f"{model.fingerprint}-{config.dataset}-{config.steps}x{config.tokens_per_step}"
+    return cache_dir() / "tuned_lens" / model.name.replace("/", "--") / f"{tag}-s{config.seed}"
+
+
+def load_or_train_tuned_lens(
+    model: LoadedModel, config: TunedLensConfig = TunedLensConfig(), *, store=None
+) -> TunedLens:
+    """The cached tuned lens of this model and config, trained (on held-out-free data) if absent.
+
+    Training uses the ``train`` split of ``config.dataset`` in every language it covers.
+    """
+    from interp import __version__
+    from interp.data import load, prompts_of
+
+    path = _path(model, config)
+    weights = path / "translators.safetensors"
+    if weights.is_file():
+        lens = TunedLens(model.n_layers, model.d_model)
+        lens.load_state_dict(load_file(str(weights)))
+        return lens.to(model.device).eval()
+    residuals = training_residuals(
+        model, prompts_of(load(config.dataset, split="train")), store=store
+    )
+    lens, losses = train_tuned_lens(model, residuals, config)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / ".translators.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in lens.state_dict().items()}, str(tmp))
+    (path / "provenance.json").write_text(
+        json.dumps(
+            {
+                "model": model.identity,
+                "config": asdict(config),
+                "final_loss": losses[-1],
+                "first_loss": losses[0],
+                "polylens_version": __version__,
+            },
+            indent=2,
+        )
+    )
+    os.replace(tmp, weights)
+    return lens

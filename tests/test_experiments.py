@@ -1,0 +1,106 @@
+"""Unit tier: the experiment pattern and the translation experiments on a tiny random model."""
+
+import json
+
+import pytest
+from tiny import save_tiny
+
+from experiments import get_experiment, register, run_experiment
+from experiments.base import ExperimentConfig
+from experiments.translation_barrier import classify
+from interp import PolylensError
+from interp.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return str(save_tiny("gemma3_text", tmp_path_factory.mktemp("tiny-gemma")))
+
+
+def test_classification_rule():
+    assert classify(True, [False, False]) == "correct"
+    assert classify(True, [True]) == "correct"
+    assert classify(False, [False, True, False]) == "translation_failure"
+    assert classify(False, [False, False, False]) == "task_solving_failure"
+    assert classify(False, []) == "task_solving_failure"
+
+
+def test_registry_refuses_duplicates_and_lists_known():
+    get_experiment("latent-language")
+    with pytest.raises(ValueError, match="already registered"):
+        register("latent-language", ExperimentConfig, "again")(lambda c: None)
+    with pytest.raises(PolylensError, match="unknown experiment 'nope'; known: latent-language"):
+        get_experiment("nope")
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("n_wordz: 3\n")
+    with pytest.raises(PolylensError, match="unknown config key 'n_wordz'"):
+        run_experiment("latent-language", bad)
+    with pytest.raises(PolylensError, match="unknown or uncovered language 'xx'"):
+        run_experiment("latent-language", None, {"langs": "en,xx"})
+    with pytest.raises(PolylensError, match="unknown lens 'magic'"):
+        run_experiment("latent-language", None, {"lens": "magic"})
+
+
+def test_latent_language_result_directory(tiny_dir, tmp_path, capsys):
+    argv = [
+        "run",
+        "latent-language",
+        "--model",
+        tiny_dir,
+        "--langs",
+        "en,fr,zh",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = tmp_path / "latent-language"
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "report.html",
+        "tables/per_pair_layer.csv",
+        "figures/answer_language_by_layer.png",
+        "figures/answer_language_by_layer.html",
+        "figures/language_mass.png",
+        "figures/final_accuracy.html",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["collision_policy"] == "dropped"
+    assert metrics["n_items"] > 0 and 0 <= metrics["mean_final_accuracy"] <= 1
+    for skipped in metrics["skipped_pairs"]:
+        assert skipped["reason"] and skipped["usable_words"] < 5
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "interactive version" in html
+    assert "cdn.plot.ly" not in (out / "figures/language_mass.html").read_text()
+    # Same config and seed, same numbers.
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+
+def test_translation_barrier_rates(tiny_dir, tmp_path):
+    path = run_experiment(
+        "translation-barrier", None, {"model": tiny_dir, "langs": "en,fr,zh", "out": str(tmp_path)}
+    )
+    metrics = json.loads((path / "metrics.json").read_text())
+    total = sum(
+        metrics[f"rate_{o}"] for o in ("correct", "translation_failure", "task_solving_failure")
+    )
+    assert total == pytest.approx(1.0)
+    assert metrics["criterion"] == {
+        "top_k": 10,
+        "prob_threshold": 0.05,
+        "layers": "intermediate (1 .. L-1)",
+    }
+
+
+def test_no_usable_pair_is_a_clear_error(tiny_dir, tmp_path):
+    with pytest.raises(PolylensError, match="no language pair has enough usable words"):
+        run_experiment(
+            "latent-language",
+            None,
+            {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path), "n_demos": 500},
+        )

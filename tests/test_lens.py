@@ -1,0 +1,95 @@
+"""Unit tier: logit lens, token sets, collisions and the tuned lens on tiny random models."""
+
+import math
+
+import pytest
+import torch
+from tiny import PROMPTS, tiny_model
+
+import interp
+from interp.lens import apply_lens, collisions, first_tokens
+from interp.tuned_lens import TunedLens, TunedLensConfig, kl_per_layer, train_tuned_lens
+
+
+@pytest.fixture(scope="module", params=["gemma3_text", "llama", "gpt2"])
+def model(request):
+    return tiny_model(request.param)
+
+
+def model_logprobs(model, prompts):
+    return torch.log_softmax(model.logits(prompts), dim=-1).cpu()
+
+
+def test_last_layer_reproduces_model_logprobs(model):
+    acts = interp.extract(model, PROMPTS, progress=False)
+    out = apply_lens(model, acts, top_k=model.unembed.weight.shape[0])
+    expected = model_logprobs(model, PROMPTS)
+    full = torch.full_like(expected, -math.inf).scatter(
+        1, out.top_ids[:, -1], out.top_logprobs[:, -1]
+    )
+    torch.testing.assert_close(full, expected, atol=1e-4, rtol=0)
+    entropy = -(expected.exp() * expected).sum(-1)
+    torch.testing.assert_close(out.entropy[:, -1], entropy, atol=1e-4, rtol=1e-4)
+
+
+def test_softcap_is_applied():
+    gemma = tiny_model("gemma3_text")
+    acts = interp.extract(gemma, PROMPTS, progress=False)
+    out = apply_lens(gemma, acts, top_k=1)
+    assert gemma.softcap == 30.0
+    top_logit_bound = math.log(gemma.unembed.weight.shape[0]) + 2 * 30.0
+    assert (-out.top_logprobs <= top_logit_bound).all()
+
+
+def test_token_sets_and_chunking():
+    llama = tiny_model("llama")
+    acts = interp.extract(llama, PROMPTS, progress=False)
+    sets = [{"a": [5, 7, 9], "b": [11], "none": []} for _ in PROMPTS]
+    big = apply_lens(llama, acts, token_sets=sets, top_k=320)
+    small = apply_lens(llama, acts, token_sets=sets, top_k=320, memory_budget_mb=0.001)
+    torch.testing.assert_close(big.set_logprobs, small.set_logprobs)
+    torch.testing.assert_close(big.entropy, small.entropy)
+    full = torch.empty(len(PROMPTS), len(acts.layers), 320)
+    full.scatter_(2, big.top_ids, big.top_logprobs.exp())
+    torch.testing.assert_close(big.probs("a"), full[..., [5, 7, 9]].sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(big.probs("b"), full[..., 11], atol=1e-6, rtol=1e-5)
+    assert (big.probs("none") == 0).all()
+
+
+def test_lens_refuses_other_models_activations():
+    acts = interp.extract(tiny_model("llama", seed=1), PROMPTS, progress=False)
+    with pytest.raises(interp.PolylensError, match="activations come from"):
+        apply_lens(tiny_model("llama", seed=0), acts)
+
+
+def test_first_tokens_and_collisions():
+    tok = tiny_model("llama").tokenizer
+    toks = first_tokens(tok, "paris")
+    assert toks and all(tok.decode([t]).strip() for t in toks)
+    assert tok("Paris", add_special_tokens=False)["input_ids"][0] in toks
+    found = collisions({"en": ["Paris"], "fr": ["Paris"], "zh": ["巴黎"]}, tok)
+    assert list(found) == [("en", "fr")]
+    assert tok("Paris", add_special_tokens=False)["input_ids"][0] in found[("en", "fr")]
+
+
+def test_untrained_tuned_lens_is_the_logit_lens():
+    llama = tiny_model("llama")
+    acts = interp.extract(llama, PROMPTS, progress=False)
+    lens = TunedLens(llama.n_layers, llama.d_model)
+    plain = apply_lens(llama, acts, top_k=4)
+    tuned = apply_lens(llama, acts, top_k=4, translators=lens)
+    torch.testing.assert_close(tuned.top_logprobs, plain.top_logprobs)
+
+
+def test_tuned_lens_training_lowers_kl():
+    llama = tiny_model("llama")
+    texts = [p + " " + q for p in PROMPTS for q in PROMPTS]
+    resid = interp.extract(llama, texts, positions="all", progress=False).flat
+    train, held_out = resid[::2], resid[1::2]
+    lens, losses = train_tuned_lens(
+        llama, train, TunedLensConfig(steps=60, tokens_per_step=32, lr=1e-2)
+    )
+    assert losses[-1] < losses[0]
+    tuned, logit = kl_per_layer(llama, held_out, lens), kl_per_layer(llama, held_out)
+    assert tuned[-1] == pytest.approx(0, abs=1e-5) and logit[-1] == pytest.approx(0, abs=1e-5)
+    assert sum(tuned[:-1]) < sum(logit[:-1])
