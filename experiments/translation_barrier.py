@@ -33,6 +33,9 @@ class BarrierConfig(TranslationConfig):
 
     prob_threshold: float = 0.05
     """The concept counts as decoded at a layer when its mass (any language) reaches this."""
+    exclude_source: bool = True
+    """Do not count the source-language word as decoded: it is in the prompt, so seeing it in an
+    intermediate layer may be copying, not translating."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,13 +51,14 @@ def classify(final_correct: bool, decoded: Sequence[bool]) -> str:
     return "translation_failure" if any(decoded) else "task_solving_failure"
 
 
-def decoded_by_layer(task, top_k: int, threshold: float) -> torch.Tensor:
-    """``[item, layer]``: the concept (any language) is in the top-k or has mass >= threshold."""
-    any_col = task.lens.set_names.index("any")
-    mass = task.lens.set_logprobs[..., any_col].exp()
+def decoded_by_layer(task, top_k: int, threshold: float, concept_set: str) -> torch.Tensor:
+    """``[item, layer]``: the concept set's tokens are in the top-k or have mass >= threshold."""
+    mass = task.lens.set_logprobs[..., task.lens.set_names.index(concept_set)].exp()
     in_top = torch.stack(
         [
-            torch.isin(task.lens.top_ids[i, :, :top_k], torch.tensor(task.sets[i]["any"])).any(-1)
+            torch.isin(
+                task.lens.top_ids[i, :, :top_k], torch.tensor(task.sets[i][concept_set])
+            ).any(-1)
             for i in range(len(task.items))
         ]
     )
@@ -74,7 +78,8 @@ def run(config: BarrierConfig) -> Path:
     task = run_task(config)
     out = ResultDir(NAME, config)
     correct = task.final_correct().tolist()
-    decoded = decoded_by_layer(task, config.top_k, config.prob_threshold)[:, 1:-1]
+    concept_set = "any_but_source" if config.exclude_source else "any"
+    decoded = decoded_by_layer(task, config.top_k, config.prob_threshold, concept_set)[:, 1:-1]
     outcomes = [classify(c, d.tolist()) for c, d in zip(correct, decoded)]
     items = task.items
     out.table(

@@ -78,7 +78,8 @@ class TaskRun:
     set_langs: list[str]
     """Languages with a token set per item, in the order of ``lens.set_names``."""
     sets: list[dict[str, list[int]]]
-    """Per item, the concept's first tokens in each language of ``set_langs``, and ``any``."""
+    """Per item, the concept's first tokens in each ``set_langs`` language, ``any`` language and
+    ``any_but_source``."""
     skipped_pairs: list[dict]
     dropped: dict[str, int]
     """Words dropped per pair for first-token collisions (``src-tgt`` keys)."""
@@ -182,8 +183,13 @@ def run_task(config: TranslationConfig) -> TaskRun:
     sets = []
     for it in items:
         by_lang = {lang: token_sets[it.concept][lang] for lang in set_langs}
-        # "any": the concept in whatever language, each token once (for decoding criteria).
-        sets.append(by_lang | {"any": sorted({t for ids in by_lang.values() for t in ids})})
+        # The concept in whatever language, each token once (for decoding criteria); the source
+        # word is in the prompt, so decoding it may be copying rather than translating.
+        others = {t for lang, ids in by_lang.items() if lang != it.src for t in ids}
+        sets.append(
+            by_lang
+            | {"any": sorted(others | set(by_lang[it.src])), "any_but_source": sorted(others)}
+        )
     lens = apply_lens(
         model,
         acts,

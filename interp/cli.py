@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from interp.errors import PolylensError
+from interp.tuned_lens import TunedLensConfig
+
+TUNED_DEFAULTS = TunedLensConfig()
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -129,6 +132,23 @@ def _cmd_bench_lens(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
 
+def _cmd_tuned_lens(args: argparse.Namespace) -> None:
+    from interp.models import load_model
+    from interp.store import ActivationStore
+    from interp.tuned_lens import TunedLensConfig, evaluate_tuned_lens, load_or_train_tuned_lens
+
+    model = load_model(args.model, device=args.device)
+    config = TunedLensConfig(steps=args.steps, tokens_per_step=args.tokens_per_step, lr=args.lr)
+    store = ActivationStore()
+    lens = load_or_train_tuned_lens(model, config, store=store)
+    rows = evaluate_tuned_lens(model, lens, config, store=store)
+    print("layer  KL logit lens  KL tuned lens   (nats, held-out test split)")
+    for r in rows:
+        print(f"{r['layer']:5d}  {r['kl_logit_lens']:13.3f}  {r['kl_tuned_lens']:13.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with ``--help`` on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -184,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_lens)
+
+    p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--steps", type=int, default=TUNED_DEFAULTS.steps)
+    p.add_argument("--tokens-per-step", type=int, default=TUNED_DEFAULTS.tokens_per_step)
+    p.add_argument("--lr", type=float, default=TUNED_DEFAULTS.lr)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="JSON file for the per-layer KL")
+    p.set_defaults(func=_cmd_tuned_lens)
 
     p = sub.add_parser("run", help="run an experiment (latent-language, translation-barrier)")
     p.add_argument("name", help="experiment name")

@@ -51,9 +51,9 @@ class TunedLens(nn.Module):
 class TunedLensConfig:
     """How the translators are trained."""
 
-    steps: int = 150
+    steps: int = 100
     """Optimizer steps."""
-    tokens_per_step: int = 16
+    tokens_per_step: int = 8
     """Token positions per step (every layer sees the same positions)."""
     lr: float = 1e-3
     """Adam learning rate."""
@@ -194,3 +194,29 @@ def load_or_train_tuned_lens(
     )
     os.replace(tmp, weights)
     return lens
+
+
+def evaluate_tuned_lens(
+    model: LoadedModel,
+    lens: TunedLens,
+    config: TunedLensConfig = TunedLensConfig(),
+    *,
+    max_tokens: int = 512,
+    store=None,
+) -> list[dict]:
+    """Held-out KL per layer, tuned lens vs logit lens.
+
+    Measured on ``max_tokens`` tokens (sampled with the config's seed) of the ``test`` split.
+    """
+    from interp.data import load, prompts_of
+
+    texts = prompts_of(load(config.dataset, split="test"))
+    residuals = training_residuals(model, texts, store=store)
+    if residuals.shape[0] > max_tokens:
+        gen = torch.Generator().manual_seed(config.seed)
+        residuals = residuals[torch.randperm(residuals.shape[0], generator=gen)[:max_tokens]]
+    tuned, logit = kl_per_layer(model, residuals, lens), kl_per_layer(model, residuals)
+    return [
+        {"layer": layer, "kl_logit_lens": a, "kl_tuned_lens": b}
+        for layer, (a, b) in enumerate(zip(logit, tuned))
+    ]

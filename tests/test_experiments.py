@@ -75,7 +75,8 @@ def test_latent_language_result_directory(tiny_dir, tmp_path, capsys):
         assert skipped["reason"] and skipped["usable_words"] < 5
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "interactive version" in html
-    assert "cdn.plot.ly" not in (out / "figures/language_mass.html").read_text()
+    figure = (out / "figures/language_mass.html").read_text()
+    assert 'src="https://cdn.plot.ly' not in figure and len(figure) > 1_000_000  # plotly.js inlined
     # Same config and seed, same numbers.
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text()) == metrics

@@ -93,3 +93,29 @@ def test_tuned_lens_training_lowers_kl():
     tuned, logit = kl_per_layer(llama, held_out, lens), kl_per_layer(llama, held_out)
     assert tuned[-1] == pytest.approx(0, abs=1e-5) and logit[-1] == pytest.approx(0, abs=1e-5)
     assert sum(tuned[:-1]) < sum(logit[:-1])
+
+
+def test_tuned_lens_is_cached_per_model(monkeypatch):
+    from interp import tuned_lens
+
+    llama = tiny_model("llama")
+    config = TunedLensConfig(steps=3, tokens_per_step=4)
+    first = tuned_lens.load_or_train_tuned_lens(llama, config)
+    assert tuned_lens._path(llama, config).joinpath("provenance.json").is_file()
+    monkeypatch.setattr(tuned_lens, "train_tuned_lens", lambda *a, **k: pytest.fail("retrained"))
+    again = tuned_lens.load_or_train_tuned_lens(llama, config)
+    torch.testing.assert_close(again.weight, first.weight)
+    rows = tuned_lens.evaluate_tuned_lens(llama, again, config)
+    assert [r["layer"] for r in rows] == list(range(llama.n_layers))
+    assert rows[-1]["kl_logit_lens"] == pytest.approx(0, abs=1e-5)
+
+
+def test_model_without_final_norm_is_a_clear_error():
+    from interp.models import LoadedModel
+
+    llama = tiny_model("llama")
+    del llama.hf.model.norm
+    with pytest.raises(interp.PolylensError, match="has no module at 'model.norm'"):
+        LoadedModel(llama.hf, llama.tokenizer, "broken")
+    with pytest.raises(interp.PolylensError, match="has no module at 'model.norm'"):
+        llama.final_norm  # noqa: B018
