@@ -180,6 +180,7 @@ def run(config: BarrierConfig) -> Path:
             "top_k": config.top_k,
             "prob_threshold": config.prob_threshold,
             "layers": "intermediate (1 .. L-1)",
+            "concept_tokens": concept_set,
         },
         "collision_policy": "dropped" if config.drop_collisions else "kept",
         "skipped_pairs": task.skipped_pairs,

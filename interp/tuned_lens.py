@@ -83,9 +83,14 @@ def _decode_logp(model: LoadedModel, h: Tensor) -> Tensor:
 def training_residuals(
     model: LoadedModel, texts: list[str], *, store=None
 ) -> Float[Tensor, "token layer d_model"]:
-    """Residuals of every token of ``texts`` at every layer (from the store when cached)."""
+    """Residuals of every token but the first of ``texts`` at every layer (store-cached).
+
+    The first position (the BOS token, where there is one) is the same in every text.
+    """
     acts = extract(model, texts, layers="all", positions="all", store=store, progress=True)
-    return acts.flat
+    keep = torch.ones(acts.flat.shape[0], dtype=torch.bool)
+    keep[acts.offsets[:-1]] = False
+    return acts.flat[keep]
 
 
 def train_tuned_lens(

@@ -95,6 +95,7 @@ def test_translation_barrier_rates(tiny_dir, tmp_path):
         "top_k": 10,
         "prob_threshold": 0.05,
         "layers": "intermediate (1 .. L-1)",
+        "concept_tokens": "any_but_source",
     }
 
 
