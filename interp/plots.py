@@ -132,7 +132,7 @@ def stacked_bars(
         bottom += np.asarray(vals, dtype=float)
         pfig.add_trace(go.Bar(x=list(categories), y=list(vals), name=name))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: the bars reach the top
     pfig.update_layout(
         barmode="stack",
         title=title,
