@@ -124,11 +124,10 @@ def _fit(model, lens, opt, residuals, config, gen) -> list[float]:
         batch = residuals[rows].to(model.device, torch.float32)
         with torch.no_grad():
             target = _decode_logp(model, batch[:, -1])
-        loss = 0.0
-        for layer in range(n_layers - 1):
-            logp = _decode_logp(model, lens(batch[:, layer], layer))
-            loss = loss + kl_to_final(target, logp).mean()
-        loss = loss / (n_layers - 1)
+        # All layers in one decode: the unembedding is read once per step, not once per layer.
+        translated = torch.cat([lens(batch[:, layer], layer) for layer in range(n_layers - 1)])
+        logp = _decode_logp(model, translated)
+        loss = kl_to_final(target.repeat(n_layers - 1, 1), logp).mean()
         reg = config.weight_decay * (lens.weight.square().sum() + lens.bias.square().sum())
         opt.zero_grad()
         (loss + reg).backward()
@@ -144,21 +143,28 @@ def kl_per_layer(
     lens: TunedLens | None = None,
 ) -> list[float]:
     """Mean KL(final || decoded layer) per layer: tuned lens, or logit lens when ``lens=None``."""
-    out = []
     x = residuals.to(model.device, torch.float32)
-    for chunk_start in range(0, x.shape[0], 64):
-        chunk = x[chunk_start : chunk_start + 64]
+    n_layers = x.shape[1]
+    totals = torch.zeros(n_layers)
+    for start in range(0, x.shape[0], 16):
+        chunk = x[start : start + 16]
         target = _decode_logp(model, chunk[:, -1])
-        row = []
-        for layer in range(x.shape[1]):
-            h = lens(chunk[:, layer], layer) if lens is not None else chunk[:, layer]
-            row.append(float(kl_to_final(target, _decode_logp(model, h)).sum()))
-        out.append(row)
-    return [sum(col) / x.shape[0] for col in zip(*out)]
+        h = torch.cat(
+            [
+                lens(chunk[:, layer], layer) if lens is not None else chunk[:, layer]
+                for layer in range(n_layers)
+            ]
+        )  # [layer * token, d]: one decode for all layers
+        kl = kl_to_final(target.repeat(n_layers, 1), _decode_logp(model, h))
+        totals += kl.view(n_layers, -1).sum(1).cpu()
+    return (totals / x.shape[0]).tolist()
 
 
 def _path(model: LoadedModel, config: TunedLensConfig) -> Path:
-    tag = f"{model.fingerprint}-{config.dataset}-{config.steps}x{config.tokens_per_step}"
+    tag = (
+        f"{model.fingerprint}-{config.dataset}-{config.steps}x{config.tokens_per_step}"
+        f"-lr{config.lr:g}-wd{config.weight_decay:g}"
+    )
     return cache_dir() / "tuned_lens" / model.name.replace("/", "--") / f"{tag}-s{config.seed}"
 
 
