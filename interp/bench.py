@@ -7,6 +7,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -46,6 +47,38 @@ class PeakRSS:
     def growth(self) -> int:
         """Peak minus the RSS at entry, in bytes."""
         return self.peak - self.start
+
+
+@dataclass
+class Timings:
+    """Wall times, peak RSS and RSS growth of each method over interleaved repeats."""
+
+    times: dict[str, list[float]]
+    peak_rss: dict[str, int]
+    rss_growth: dict[str, int]
+
+    @property
+    def median(self) -> dict[str, float]:
+        """Median wall time per method."""
+        return {k: statistics.median(v) for k, v in self.times.items()}
+
+
+def interleaved(methods: dict[str, Callable[[], None]], repeats: int, cuda: bool) -> Timings:
+    """Run every method once per repeat, in turn, so machine noise hits them alike."""
+    out = Timings({k: [] for k in methods}, dict.fromkeys(methods, 0), dict.fromkeys(methods, 0))
+    for _ in range(repeats):
+        for name, run in methods.items():
+            if cuda:
+                torch.cuda.synchronize()
+            with PeakRSS() as rss:
+                t = time.perf_counter()
+                run()
+                if cuda:
+                    torch.cuda.synchronize()
+                out.times[name].append(time.perf_counter() - t)
+            out.peak_rss[name] = max(out.peak_rss[name], rss.peak)
+            out.rss_growth[name] = max(out.rss_growth[name], rss.growth)
+    return out
 
 
 def mixed_language_prompts(n: int) -> list[str]:
@@ -104,22 +137,9 @@ def bench_extract(
     }
     for run in methods.values():  # warm-up: lazy backend set-up is not timed
         run()
-    times: dict[str, list[float]] = {k: [] for k in methods}
-    peaks: dict[str, int] = dict.fromkeys(methods, 0)
-    growth: dict[str, int] = dict.fromkeys(methods, 0)
-    for _ in range(repeats):
-        for name, run in methods.items():
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            with PeakRSS() as rss:
-                t = time.perf_counter()
-                run()
-                if model.device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t)
-            peaks[name] = max(peaks[name], rss.peak)
-            growth[name] = max(growth[name], rss.growth)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    times, peaks, growth = timings.times, timings.peak_rss, timings.rss_growth
+    med = timings.median
     return {
         "model": spec,
         "device": str(model.device),
@@ -186,16 +206,9 @@ def bench_lens(
             logp.topk(5, dim=-1)
 
     methods = {"polylens": polylens, "transformer_lens": transformer_lens}
-    times: dict[str, list[float]] = {k: [] for k in methods}
-    growth: dict[str, int] = dict.fromkeys(methods, 0)
-    for _ in range(repeats):
-        for name, run in methods.items():
-            with PeakRSS() as rss:
-                t = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t)
-            growth[name] = max(growth[name], rss.growth)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    times, growth = timings.times, timings.rss_growth
+    med = timings.median
     return {
         "model": spec,
         "device": str(model.device),

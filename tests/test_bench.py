@@ -1,0 +1,32 @@
+"""Unit tier: the benchmarks run end to end on a tiny model (their numbers are not asserted)."""
+
+import pytest
+from tiny import save_tiny
+
+from interp.bench import bench_extract, bench_lens, interleaved
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return str(save_tiny("llama", tmp_path_factory.mktemp("tiny-bench")))
+
+
+def test_interleaved_runs_every_method_each_repeat():
+    calls = []
+    timings = interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, cuda=False
+    )
+    assert calls == ["a", "b"] * 3
+    assert [len(v) for v in timings.times.values()] == [3, 3]
+
+
+def test_bench_extract_report(tiny_dir):
+    result = bench_extract(tiny_dir, n_prompts=12, repeats=1, batch_size=4)
+    assert set(result["ratios"]) == {"b/a", "c/b", "d/b"}
+    assert result["n_prompts"] == 12 and result["layers"] == 4
+
+
+def test_bench_lens_report(tiny_dir):
+    result = bench_lens(tiny_dir, n_prompts=12, repeats=1)
+    assert set(result["median_s"]) == {"polylens", "transformer_lens"}
+    assert result["vocab"] == 320
