@@ -5,6 +5,8 @@ The public surface, as a table of contents:
 - models: ``load_model``, ``LoadedModel``, ``EMBEDDED``
 - extraction: ``extract``, ``Activations``, ``Positions``
 - storage: ``ActivationStore``
+- lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
+  ``interp.tuned_lens``)
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
@@ -17,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from interp.errors import PolylensError
 from interp.extract import Activations, extract
+from interp.lens import LensOutput, apply_lens, collisions, first_tokens
 from interp.models import EMBEDDED, LoadedModel, load_model
 from interp.positions import Positions
 from interp.store import ActivationStore
@@ -25,10 +28,14 @@ __all__ = [
     "EMBEDDED",
     "ActivationStore",
     "Activations",
+    "LensOutput",
     "LoadedModel",
     "Positions",
     "PolylensError",
     "__version__",
+    "apply_lens",
+    "collisions",
     "extract",
+    "first_tokens",
     "load_model",
 ]

@@ -55,7 +55,7 @@ class TunedLensConfig:
     """Optimizer steps."""
     tokens_per_step: int = 8
     """Token positions per step (every layer sees the same positions)."""
-    lr: float = 1e-3
+    lr: float = 1e-4
     """Adam learning rate."""
     weight_decay: float = 1e-3
     """L2 pull toward the identity translator."""
