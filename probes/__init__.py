@@ -1,0 +1,1 @@
+"""Linear probes on cached activations (knowledge boundaries, cross-lingual transfer)."""
