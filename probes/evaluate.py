@@ -1,0 +1,95 @@
+"""Probe metrics per layer (accuracy, AUROC, calibration error) and stratified k-fold CV."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import PolylensError
+from probes.linear import LinearProbe, check_features, fit_logistic
+
+
+def accuracy(prob: Float[Tensor, "layer n"], y: Tensor) -> Float[Tensor, " layer"]:
+    """Share of correct 0.5-threshold predictions."""
+    return ((prob >= 0.5).float() == y.to(prob)).float().mean(-1)
+
+
+def auroc(score: Float[Tensor, "layer n"], y: Tensor) -> Float[Tensor, " layer"]:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    y = y.bool()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    order = score.argsort(-1)
+    ranks = torch.empty_like(score)
+    ranks.scatter_(
+        -1,
+        order,
+        torch.arange(1, score.shape[-1] + 1, dtype=score.dtype).expand_as(score).contiguous(),
+    )
+    # Average the ranks of tied scores.
+    for layer in range(score.shape[0]):
+        values, inverse = torch.unique(score[layer], return_inverse=True)
+        if len(values) < score.shape[-1]:
+            sums = torch.zeros(len(values), dtype=score.dtype).index_add_(0, inverse, ranks[layer])
+            counts = torch.bincount(inverse, minlength=len(values)).to(score.dtype)
+            ranks[layer] = (sums / counts)[inverse]
+    u = ranks[:, y].sum(-1) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def expected_calibration_error(
+    prob: Float[Tensor, "layer n"], y: Tensor, n_bins: int = 10
+) -> Float[Tensor, " layer"]:
+    """ECE with equal-width bins on P(label = 1)."""
+    y = y.to(prob)
+    bins = (prob * n_bins).long().clamp(max=n_bins - 1)
+    ece = torch.zeros(prob.shape[0])
+    for b in range(n_bins):
+        in_bin = bins == b
+        count = in_bin.sum(-1).float()
+        conf = (prob * in_bin).sum(-1) / count.clamp_min(1)
+        freq = (y * in_bin).sum(-1) / count.clamp_min(1)
+        ece += count / prob.shape[-1] * (conf - freq).abs()
+    return ece
+
+
+def stratified_folds(y: Tensor, k: int, seed: int) -> list[Int[Tensor, " fold_n"]]:
+    """Test indices of ``k`` folds, each class spread evenly, shuffled with ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for cls in (0, 1):
+        idx = (y == cls).nonzero().flatten()
+        if len(idx) < k:
+            raise PolylensError(
+                f"class {cls} has {len(idx)} items, fewer than the {k} folds; "
+                "use fewer folds or more data"
+            )
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        for i, j in enumerate(idx.tolist()):
+            folds[i % k].append(j)
+    return [torch.tensor(sorted(f)) for f in folds]
+
+
+def cross_validate(
+    x: Float[Tensor, "layer n d"],
+    y: Tensor,
+    *,
+    k: int = 5,
+    seed: int = 0,
+    fit: Callable[[Tensor, Tensor], LinearProbe] = fit_logistic,
+) -> dict[str, Float[Tensor, "fold layer"]]:
+    """Per-fold, per-layer test metrics of probes fitted on the other folds."""
+    check_features(x, y)
+    folds = stratified_folds(y, k, seed)
+    out: dict[str, list[Tensor]] = {"accuracy": [], "auroc": [], "ece": []}
+    for test in folds:
+        train = torch.ones(len(y), dtype=torch.bool)
+        train[test] = False
+        probe = fit(x[:, train], y[train])
+        prob = probe.predict_proba(x[:, test]).cpu()
+        out["accuracy"].append(accuracy(prob, y[test]))
+        out["auroc"].append(auroc(prob, y[test]))
+        out["ece"].append(expected_calibration_error(prob, y[test]))
+    return {name: torch.stack(values) for name, values in out.items()}

@@ -1,0 +1,101 @@
+"""Unit tier: linear probes against scikit-learn and known cases."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from interp import PolylensError
+from probes.evaluate import (
+    accuracy,
+    auroc,
+    cross_validate,
+    expected_calibration_error,
+    stratified_folds,
+)
+from probes.linear import fit_logistic, fit_mass_mean
+
+
+def synthetic(n_layers=3, n=240, d=12, seed=0):
+    """Layer l separates the classes along a random direction with margin growing with l."""
+    gen = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=gen) < 0.4).long()
+    x = torch.randn(n_layers, n, d, generator=gen)
+    direction = torch.randn(d, generator=gen)
+    for layer in range(n_layers):
+        x[layer] += (layer + 0.5) * 0.6 * (y[:, None] * 2 - 1) * direction / direction.norm()
+    return x * 3 + 1, y
+
+
+def test_logistic_matches_sklearn():
+    x, y = synthetic()
+    probe = fit_logistic(x, y, C=0.5)
+    for layer in range(x.shape[0]):
+        z = ((x[layer] - probe.mean[layer]) / probe.std[layer]).numpy()
+        ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(z, y.numpy())
+        np.testing.assert_allclose(probe.weight[layer].numpy(), ref.coef_[0], atol=1e-4)
+        assert probe.bias[layer].item() == pytest.approx(ref.intercept_[0], abs=1e-4)
+        ours = (probe.predict_proba(x)[layer] >= 0.5).numpy()
+        assert (ours == ref.predict(z).astype(bool)).mean() == 1.0
+
+
+def test_metrics_match_definitions():
+    x, y = synthetic()
+    prob = fit_logistic(x, y).predict_proba(x)
+    for layer in range(3):
+        assert auroc(prob, y)[layer].item() == pytest.approx(
+            roc_auc_score(y.numpy(), prob[layer].numpy()), abs=1e-6
+        )
+    tied = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    assert auroc(tied, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(0.5)
+    perfect = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    assert accuracy(perfect, labels).item() == 1.0
+    assert expected_calibration_error(perfect, labels).item() == 0.0
+    assert expected_calibration_error(torch.full((1, 4), 0.9), labels).item() == pytest.approx(0.4)
+
+
+def test_mass_mean_separates_and_cv_improves_with_margin():
+    x, y = synthetic(n_layers=4)
+    assert accuracy(fit_mass_mean(x, y).predict_proba(x), y)[-1] > 0.9
+    scores = cross_validate(x, y, k=5, seed=0)
+    assert scores["accuracy"].shape == (5, 4)
+    mean_acc = scores["accuracy"].mean(0)
+    assert mean_acc[-1] > mean_acc[0] and mean_acc[-1] > 0.9
+    again = cross_validate(x, y, k=5, seed=0)
+    assert torch.equal(again["auroc"], scores["auroc"])
+
+
+def test_folds_are_stratified_and_disjoint():
+    _, y = synthetic()
+    folds = stratified_folds(y, 5, seed=1)
+    everything = torch.cat(folds)
+    assert sorted(everything.tolist()) == list(range(len(y)))
+    shares = [y[f].float().mean().item() for f in folds]
+    assert max(shares) - min(shares) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (torch.randn(2, 6, 3), torch.zeros(6), "both classes"),
+        (torch.full((2, 6, 3), float("nan")), torch.tensor([0, 1] * 3), "NaN"),
+        (torch.randn(6, 3), torch.tensor([0, 1] * 3), r"\[layer, n, d\]"),
+    ],
+)
+def test_bad_inputs(x, y, message):
+    with pytest.raises(PolylensError, match=message):
+        fit_logistic(x, y)
+
+
+def test_too_few_items_for_folds():
+    with pytest.raises(PolylensError, match="fewer than the 5 folds"):
+        cross_validate(torch.randn(1, 8, 3), torch.tensor([0] * 6 + [1] * 2), k=5)
+
+
+def test_constant_features_do_not_produce_nan():
+    x, y = synthetic()
+    x[:, :, 0] = 7.0
+    probe = fit_logistic(x, y)
+    assert torch.isfinite(probe.weight).all() and torch.isfinite(probe.predict_proba(x)).all()
