@@ -7,6 +7,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from interp import PolylensError
+from probes.align import METHODS, fit_alignment, transfer_matrix
+from probes.artifact import load_probe, save_probe
 from probes.evaluate import (
     accuracy,
     auroc,
@@ -99,3 +101,57 @@ def test_constant_features_do_not_produce_nan():
     x[:, :, 0] = 7.0
     probe = fit_logistic(x, y)
     assert torch.isfinite(probe.weight).all() and torch.isfinite(probe.predict_proba(x)).all()
+
+
+def test_alignments_recover_a_known_map():
+    gen = torch.Generator().manual_seed(0)
+    layers, n, d = 2, 300, 8
+    a = torch.randn(layers, n, d, generator=gen)
+    rotation = torch.linalg.qr(torch.randn(layers, d, d, generator=gen))[0]
+    shift = torch.randn(layers, d, generator=gen) * 3
+    b = torch.bmm(a, rotation) + shift[:, None]  # B = A R + s, so A = (B - s) R^T
+    train, test = slice(0, 200), slice(200, None)
+    err = {}
+    for method in METHODS:
+        align = fit_alignment(method, b[:, train], a[:, train])
+        err[method] = (align(b[:, test]) - a[:, test]).abs().max().item()
+    # Only the centred projection can express rotation + shift; the plain projection has no
+    # intercept, the mean shift no rotation.
+    assert err["centred_projection"] < 1e-3
+    assert min(err["projection"], err["mean_shift"], err["identical"]) > 0.5
+    linear_only = fit_alignment("projection", torch.bmm(a[:, train], rotation), a[:, train])
+    recovered = linear_only(torch.bmm(a[:, test], rotation))
+    torch.testing.assert_close(recovered, a[:, test], atol=1e-3, rtol=0)
+    shifted = fit_alignment("mean_shift", a[:, train] + 5.0, a[:, train])
+    torch.testing.assert_close(shifted(a[:, test] + 5.0), a[:, test], atol=1e-5, rtol=0)
+    with pytest.raises(PolylensError, match="unknown alignment"):
+        fit_alignment("procrustes++", b, a)
+
+
+def test_transfer_matrix_diagonal_and_shifted_language():
+    x, y = synthetic(n_layers=4)
+    x = x[2:]  # the layers with a clear margin
+    data = {"en": (x, y), "xx": (x + 10.0, y)}  # same task, a language offset
+    langs, matrix = transfer_matrix(data, fit_logistic, accuracy)
+    assert langs == ["en", "xx"] and matrix.shape == (2, 2, 2)
+    assert (matrix[:, 0, 0] > 0.8).all() and (matrix[:, 1, 1] > 0.8).all()
+    assert (matrix[:, 0, 1] < matrix[:, 0, 0]).all()  # the offset breaks transfer ...
+    align = fit_alignment("mean_shift", x + 10.0, x)  # ... and a mean shift repairs it
+    repaired = accuracy(fit_logistic(x, y).predict_proba(align(x + 10.0)), y)
+    torch.testing.assert_close(repaired, matrix[:, 0, 0])
+
+
+def test_probe_artifact_round_trip(tmp_path):
+    from tiny import tiny_model
+
+    x, y = synthetic()
+    probe = fit_logistic(x, y)
+    llama = tiny_model("llama")
+    path = save_probe(probe, tmp_path / "probe", {"model": llama.identity, "layers": [0, 1, 2]})
+    back, info = load_probe(path, llama)
+    torch.testing.assert_close(back.predict_proba(x), probe.predict_proba(x))
+    assert info["layers"] == [0, 1, 2] and "polylens_version" in info
+    with pytest.raises(PolylensError, match="was fitted on"):
+        load_probe(path, tiny_model("llama", seed=3))
+    with pytest.raises(PolylensError, match="no probe at"):
+        load_probe(tmp_path / "missing")
