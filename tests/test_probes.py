@@ -155,3 +155,32 @@ def test_probe_artifact_round_trip(tmp_path):
         load_probe(path, tiny_model("llama", seed=3))
     with pytest.raises(PolylensError, match="no probe at"):
         load_probe(tmp_path / "missing")
+
+
+def test_knowledge_labels(monkeypatch):
+    from tiny import tiny_model
+
+    from interp.data import load
+    from probes import labels as labels_module
+
+    records = [
+        r
+        for r in load("boundary", langs=["fr"])
+        if r.id in ("real:capital:FR", "real:capital:JP", "future_event:election:2050")
+    ]
+    assert labels_module.knowledge_labels(None, records).tolist() == [1, 1, 0]
+    monkeypatch.setattr(
+        labels_module,
+        "greedy_continuations",
+        lambda model, prompts, **kw: [" Paris, bien sûr", " Pékin"][: len(prompts)],
+    )
+    by_model = labels_module.knowledge_labels(object(), records, scheme="model")
+    assert by_model.tolist() == [1, 0, 0]  # the model got Tokyo wrong
+    with pytest.raises(PolylensError, match="unknown label scheme"):
+        labels_module.knowledge_labels(None, records, scheme="vibes")
+    monkeypatch.undo()
+    llama = tiny_model("llama")
+    texts = labels_module.greedy_continuations(llama, ["La capitale", "x"], max_new_tokens=3)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert labels_module.is_correct(" der Euro.", ["Euro", "EUR"])
+    assert not labels_module.is_correct(" Dollar", ["Euro", "EUR"])
