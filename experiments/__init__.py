@@ -42,7 +42,7 @@ def register(name: str, config_class: type[ExperimentConfig], description: str) 
 
 def _load_all() -> None:
     # Importing a module registers its experiment.
-    from experiments import latent_language, translation_barrier  # noqa: F401
+    from experiments import knowledge_boundary, latent_language, translation_barrier  # noqa: F401
 
 
 def get_experiment(name: str) -> Experiment:

@@ -225,3 +225,74 @@ def bench_lens(
             / max(1, growth["transformer_lens"]),
         },
     }
+
+
+def bench_probes(
+    spec: str = "gemma-3-270m",
+    *,
+    n_per_class: int = 100,
+    folds: int = 5,
+    langs: tuple[str, ...] | None = None,
+    device: str | None = None,
+) -> dict:
+    """Batched polylens probes vs scikit-learn per layer and fold, on the same features.
+
+    Features: the ``knowledge-boundary`` defaults (last question token, every layer, the
+    language set), read from the activation store when cached. Both sides fit L2 logistic
+    regression (C = 1) on the same standardised training folds; scikit-learn loops over layers
+    and folds, polylens fits all layers of a fold in one batched solve.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from experiments.knowledge_boundary import BoundaryConfig, _items
+    from interp.data import DEFAULT_LANGS, load
+    from interp.store import ActivationStore
+    from probes.evaluate import cross_validate, stratified_folds
+    from probes.features import question_features
+    from probes.labels import knowledge_labels
+
+    config = BoundaryConfig(
+        model=spec, n_per_class=n_per_class, folds=folds, langs=list(langs or DEFAULT_LANGS)
+    )
+    model = load_model(spec, device=device)
+    wanted = set(_items(config))
+    data = {}
+    for lang in config.langs:
+        records = [r for r in load("boundary", langs=[lang]) if r.id in wanted]
+        x = question_features(model, [r.question for r in records], store=ActivationStore())
+        data[lang] = (x, knowledge_labels(None, records))
+
+    t = time.perf_counter()
+    ours = {
+        lang: cross_validate(x, y, k=folds, seed=0)["accuracy"].mean(0)
+        for lang, (x, y) in data.items()
+    }
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = {}
+    for lang, (x, y) in data.items():
+        per_fold = []
+        for test in stratified_folds(y, folds, seed=0):
+            train = torch.ones(len(y), dtype=torch.bool)
+            train[test] = False
+            accs = []
+            for layer in range(x.shape[0]):
+                xtr, xte = x[layer, train].double(), x[layer, test].double()
+                mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+                clf = LogisticRegression(C=1.0, max_iter=1000)
+                clf.fit(((xtr - mean) / std).numpy(), y[train].numpy())
+                accs.append(clf.score(((xte - mean) / std).numpy(), y[test].numpy()))
+            per_fold.append(accs)
+        theirs[lang] = torch.tensor(per_fold).mean(0)
+    t_theirs = time.perf_counter() - t
+    diff = max(float((ours[lang] - theirs[lang]).abs().max()) for lang in data)
+    return {
+        "model": spec,
+        "languages": config.langs,
+        "n_per_language": 2 * n_per_class,
+        "layers": model.n_layers,
+        "folds": folds,
+        "seconds": {"polylens": t_ours, "sklearn": t_theirs},
+        "speedup": t_theirs / t_ours,
+        "max_accuracy_difference_points": 100 * diff,
+    }

@@ -149,6 +149,15 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(rows, indent=2))
 
 
+def _cmd_bench_probes(args: argparse.Namespace) -> None:
+    from interp.bench import bench_probes
+
+    result = bench_probes(args.model, n_per_class=args.n_per_class, device=args.device)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with ``--help`` on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -204,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_lens)
+
+    b = bench.add_parser("probes", help="batched probes vs scikit-learn per layer and fold")
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--n-per-class", type=int, default=100)
+    b.add_argument("--device", default=None)
+    b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench_probes)
 
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")

@@ -3,7 +3,7 @@
 import pytest
 from tiny import save_tiny
 
-from interp.bench import bench_extract, bench_lens, interleaved
+from interp.bench import bench_extract, bench_lens, bench_probes, interleaved
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +30,9 @@ def test_bench_lens_report(tiny_dir):
     result = bench_lens(tiny_dir, n_prompts=12, repeats=1)
     assert set(result["median_s"]) == {"polylens", "transformer_lens"}
     assert result["vocab"] == 320
+
+
+def test_bench_probes_report(tiny_dir):
+    result = bench_probes(tiny_dir, n_per_class=10, folds=2, langs=("en", "fr"))
+    assert set(result["seconds"]) == {"polylens", "sklearn"}
+    assert result["max_accuracy_difference_points"] <= 100

@@ -29,7 +29,9 @@ def test_registry_refuses_duplicates_and_lists_known():
     get_experiment("latent-language")
     with pytest.raises(ValueError, match="already registered"):
         register("latent-language", ExperimentConfig, "again")(lambda c: None)
-    with pytest.raises(PolylensError, match="unknown experiment 'nope'; known: latent-language"):
+    with pytest.raises(
+        PolylensError, match="unknown experiment .nope.; known: knowledge-boundary, latent-language"
+    ):
         get_experiment("nope")
 
 
@@ -106,3 +108,22 @@ def test_no_usable_pair_is_a_clear_error(tiny_dir, tmp_path):
             None,
             {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path), "n_demos": 500},
         )
+
+
+def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
+    path = run_experiment(
+        "knowledge-boundary", None, {"model": tiny_dir, "langs": "en,fr,zh", "out": str(tmp_path)}
+    )
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["labels"] == "construction" and metrics["n_items_per_language"] == 200
+    assert set(metrics["alignment_best_layer"]) == {
+        "identical",
+        "mean_shift",
+        "projection",
+        "centred_projection",
+    }
+    assert metrics["alignment_best_layer"]["identical"]["gap_closed"] == 0.0
+    for name in ("auroc_by_layer", "transfer_best_layer", "transfer_by_layer", "centroids"):
+        assert (path / "figures" / f"{name}.png").is_file()
+    for name in ("probe_by_layer", "transfer_best_layer", "alignment", "language_offset"):
+        assert (path / "tables" / f"{name}.csv").is_file()

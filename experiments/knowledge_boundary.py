@@ -1,0 +1,273 @@
+"""knowledge-boundary: where does a model encode whether it knows the answer, in every language?
+
+After "Analyzing LLMs' Knowledge Boundary Cognition Across Languages Through the Lens of Internal
+Representations": linear probes per layer and language on known vs unknown questions (5-fold
+CV), cross-lingual transfer (train on one language, test on another), training-free alignments
+that close the transfer gap, and the linear structure of language differences.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments import register
+from experiments.base import ExperimentConfig, ResultDir, seed_everything
+from interp import plots
+from interp.data import load
+from interp.data.loader import split_of
+from interp.errors import PolylensError
+from interp.models import load_model
+from interp.store import ActivationStore
+from probes.align import METHODS, fit_alignment, transfer_matrix
+from probes.evaluate import accuracy, cross_validate
+from probes.features import question_features
+from probes.labels import knowledge_labels
+from probes.linear import fit_logistic, fit_mass_mean
+
+NAME = "knowledge-boundary"
+
+
+@dataclass
+class BoundaryConfig(ExperimentConfig):
+    """Probe settings on top of the shared experiment fields."""
+
+    n_per_class: int = 100
+    """Known and unknown questions per language (the same items in every language)."""
+    labels: str = "construction"
+    """construction (answerable = known) or model (the model's own answer decides)."""
+    position: str = "last"
+    """last (the question's last token) or mean (over its tokens)."""
+    chat: bool = False
+    """Wrap questions in the model's chat template."""
+    folds: int = 5
+    """Cross-validation folds."""
+    C: float = 1.0  # noqa: N815 (scikit-learn's name)
+    """Inverse L2 strength of the logistic probe."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_per_class < self.folds:
+            raise PolylensError("n_per_class must be at least the number of folds")
+
+
+def _items(config: BoundaryConfig) -> list[str]:
+    """Item ids: n_per_class answerable and n_per_class unanswerable (seeded; all languages)."""
+    records = load("boundary", langs=config.langs[:1])
+    rng = random.Random(config.seed)
+    known = sorted(r.id for r in records if r.answerable)
+    unknown = sorted(r.id for r in records if not r.answerable)
+    if min(len(known), len(unknown)) < config.n_per_class:
+        raise PolylensError(f"n_per_class={config.n_per_class} exceeds the dataset")
+    return sorted(rng.sample(known, config.n_per_class) + rng.sample(unknown, config.n_per_class))
+
+
+@register(NAME, BoundaryConfig, "per-layer known/unknown probes, transfer and alignment")
+def run(config: BoundaryConfig) -> Path:
+    """Run the experiment; returns the result directory."""
+    seed_everything(config.seed)
+    model = load_model(config.model, device=config.device)
+    store = ActivationStore(config.store)
+    ids = _items(config)
+    wanted = set(ids)
+    data, train_mask = {}, None
+    for lang in config.langs:
+        records = [r for r in load("boundary", langs=[lang]) if r.id in wanted]
+        x = question_features(
+            model,
+            [r.question for r in records],
+            position=config.position,
+            chat=config.chat,
+            batch_size=config.batch_size,
+            store=store,
+        )
+        y = knowledge_labels(model, records, config.labels)
+        data[lang] = (x, y)
+        train_mask = torch.tensor([split_of(r.id) == "train" for r in records])
+    out = ResultDir(NAME, config)
+    layers = list(range(model.n_layers))
+
+    curves, rows = {}, []
+    for lang, (x, y) in data.items():
+        if len(torch.unique(y)) < 2:
+            out.notes.append(f"{lang}: only one class under '{config.labels}' labels; skipped")
+            continue
+        for name, fit in (
+            ("logistic", lambda a, b: fit_logistic(a, b, C=config.C)),
+            ("mass_mean", fit_mass_mean),
+        ):
+            cv = cross_validate(x, y, k=config.folds, seed=config.seed, fit=fit)
+            for li in layers:
+                rows.append(
+                    {"lang": lang, "probe": name, "layer": li}
+                    | {f"{m}_mean": float(v[:, li].mean()) for m, v in cv.items()}
+                    | {f"{m}_std": float(v[:, li].std()) for m, v in cv.items()}
+                )
+            if name == "logistic":
+                curves[lang] = cv["auroc"].mean(0)
+    out.table("probe_by_layer", rows)
+    if not curves:
+        raise PolylensError("no language has both known and unknown items; change the labels")
+    fig = plots.lines_with_bands(
+        layers,
+        {lang: (c.tolist(), c.tolist(), c.tolist()) for lang, c in curves.items()},
+        title="Known vs unknown: probe AUROC by layer (5-fold CV)",
+        xlabel="layer",
+        ylabel="AUROC (logistic probe)",
+    )
+    out.figure(
+        "auroc_by_layer",
+        "Where is 'do I know this?' linearly readable?",
+        "Cross-validated AUROC of a logistic probe per layer and language.",
+        *fig,
+    )
+    mean_curve = torch.stack(list(curves.values())).mean(0)
+    best = int(mean_curve.argmax())
+    peaks = {
+        lang: {
+            "peak_layer": int(c.argmax()),
+            "relative_depth": int(c.argmax()) / model.n_blocks,
+            "peak_auroc": float(c.max()),
+        }
+        for lang, c in curves.items()
+    }
+
+    langs = list(curves)
+    train = {lang: (data[lang][0][:, train_mask], data[lang][1][train_mask]) for lang in langs}
+    test = {lang: (data[lang][0][:, ~train_mask], data[lang][1][~train_mask]) for lang in langs}
+    _, matrix = transfer_matrix(
+        train, lambda a, b: fit_logistic(a, b, C=config.C), accuracy, test=test
+    )
+    out.table(
+        "transfer_best_layer",
+        [
+            {"train": a, "test": b, "accuracy": float(matrix[best, i, j])}
+            for i, a in enumerate(langs)
+            for j, b in enumerate(langs)
+        ],
+    )
+    out.figure(
+        "transfer_best_layer",
+        f"Cross-lingual transfer at layer {best}",
+        "Test accuracy of a probe trained on one language (rows) applied to another "
+        "(columns), at the layer with the best mean in-language AUROC.",
+        *plots.heatmap(
+            matrix[best].numpy(),
+            langs,
+            langs,
+            title="transfer accuracy",
+            xlabel="test language",
+            ylabel="train language",
+            zlabel="accuracy",
+            vmin=0.4,
+            vmax=1,
+        ),
+    )
+    off = ~torch.eye(len(langs), dtype=torch.bool)
+    diag = matrix.diagonal(dim1=1, dim2=2).mean(-1)
+    cross = matrix[:, off].mean(-1)
+    fig = plots.lines_with_bands(
+        layers,
+        {"in-language": (diag.tolist(),) * 3, "cross-language": (cross.tolist(),) * 3},
+        title="Probe accuracy by layer: in-language vs transfer",
+        xlabel="layer",
+        ylabel="test accuracy",
+    )
+    out.figure(
+        "transfer_by_layer",
+        "Transfer across layers",
+        "Mean test accuracy of probes on their own language (diagonal) and on the other "
+        "languages (off-diagonal), per layer.",
+        *fig,
+    )
+
+    gains = {m: [] for m in METHODS}
+    for a in langs:
+        probe = fit_logistic(train[a][0][best : best + 1], train[a][1], C=config.C)
+        for b in langs:
+            if a == b:
+                continue
+            for method in METHODS:
+                align = fit_alignment(
+                    method, train[b][0][best : best + 1], train[a][0][best : best + 1]
+                )
+                acc = accuracy(probe.predict_proba(align(test[b][0][best : best + 1])), test[b][1])
+                gains[method].append(float(acc))
+    in_lang = float(diag[best])
+    base = float(np.mean(gains["identical"]))
+    alignment = {
+        m: {
+            "accuracy": float(np.mean(v)),
+            "gap_closed": (float(np.mean(v)) - base) / max(1e-9, in_lang - base),
+        }
+        for m, v in gains.items()
+    }
+    out.table("alignment", [{"method": m} | v for m, v in alignment.items()])
+
+    centroids = torch.stack([data[lang][0].mean(1) for lang in langs], dim=1)  # [layer, lang, d]
+    c = centroids[best] - centroids[best].mean(0)
+    coords = (c @ torch.linalg.svd(c, full_matrices=False).Vh[:2].T).numpy()
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    mfig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(coords[:, 0], coords[:, 1])
+    for (px, py), lang in zip(coords, langs):
+        ax.annotate(lang, (px, py), textcoords="offset points", xytext=(4, 4))
+    ax.set(title=f"Language centroids, layer {best} (PCA)", xlabel="PC1", ylabel="PC2")
+    pfig = go.Figure(
+        go.Scatter(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            text=langs,
+            mode="markers+text",
+            textposition="top center",
+        )
+    )
+    pfig.update_layout(title=f"Language centroids, layer {best} (PCA)", template="plotly_white")
+    out.figure(
+        "centroids",
+        "Language centroids",
+        "Mean question representation per language at the best layer, projected on the "
+        "first two principal components of the centroids.",
+        mfig,
+        pfig,
+    )
+
+    offsets = []
+    if "en" in langs:
+        x_en = data["en"][0]
+        for lang in langs:
+            if lang == "en":
+                continue
+            diff = data[lang][0] - x_en  # parallel items: same rows
+            shift = diff.mean(1, keepdim=True)
+            explained = 1 - (diff - shift).square().sum((1, 2)) / diff.square().sum((1, 2))
+            offsets += [
+                {"lang": lang, "layer": li, "offset_r2": float(explained[li])} for li in layers
+            ]
+        out.table("language_offset", offsets)
+
+    metrics = {
+        "model": config.model,
+        "labels": config.labels,
+        "position": config.position,
+        "n_items_per_language": len(ids),
+        "best_layer": best,
+        "best_layer_relative_depth": best / model.n_blocks,
+        "mean_auroc_best_layer": float(mean_curve[best]),
+        "peaks": peaks,
+        "in_language_accuracy_best_layer": in_lang,
+        "cross_language_accuracy_best_layer": float(cross[best]),
+        "alignment_best_layer": alignment,
+    }
+    if offsets:
+        at_best = [o["offset_r2"] for o in offsets if o["layer"] == best]
+        metrics["offset_r2_best_layer_mean"] = float(np.mean(at_best))
+    out.metrics(metrics)
+    out.report("Knowledge boundary across languages", __doc__.split("\n\n")[1], metrics)
+    return out.path
