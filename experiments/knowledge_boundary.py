@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
@@ -24,6 +25,7 @@ from interp.errors import PolylensError
 from interp.models import load_model
 from interp.store import ActivationStore
 from probes.align import METHODS, fit_alignment, transfer_matrix
+from probes.artifact import save_probe
 from probes.evaluate import accuracy, cross_validate
 from probes.features import question_features
 from probes.labels import knowledge_labels
@@ -92,7 +94,7 @@ def run(config: BoundaryConfig) -> Path:
     layers = list(range(model.n_layers))
 
     curves, rows = {}, []
-    for lang, (x, y) in data.items():
+    for lang, (x, y) in tqdm(data.items(), desc="probes", unit="language"):
         if len(torch.unique(y)) < 2:
             out.notes.append(f"{lang}: only one class under '{config.labels}' labels; skipped")
             continue
@@ -207,6 +209,22 @@ def run(config: BoundaryConfig) -> Path:
         for m, v in gains.items()
     }
     out.table("alignment", [{"method": m} | v for m, v in alignment.items()])
+    for lang in langs:  # the in-language probe at the best layer, as a reusable artifact
+        save_probe(
+            fit_logistic(data[lang][0][best : best + 1], data[lang][1], C=config.C),
+            out.path / "probes" / f"{lang}-layer{best}",
+            {
+                "model": model.identity,
+                "layers": [best],
+                "languages": [lang],
+                "labels": config.labels,
+                "position": config.position,
+                "C": config.C,
+                "dataset": "boundary",
+                "items": ids,
+                "cv_auroc": float(curves[lang][best]),
+            },
+        )
 
     centroids = torch.stack([data[lang][0].mean(1) for lang in langs], dim=1)  # [layer, lang, d]
     c = centroids[best] - centroids[best].mean(0)
@@ -263,6 +281,8 @@ def run(config: BoundaryConfig) -> Path:
         "peaks": peaks,
         "in_language_accuracy_best_layer": in_lang,
         "cross_language_accuracy_best_layer": float(cross[best]),
+        "best_transfer_layer": int(cross.argmax()),
+        "cross_language_accuracy_best_transfer_layer": float(cross.max()),
         "alignment_best_layer": alignment,
     }
     if offsets:

@@ -127,3 +127,9 @@ def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
         assert (path / "figures" / f"{name}.png").is_file()
     for name in ("probe_by_layer", "transfer_best_layer", "alignment", "language_offset"):
         assert (path / "tables" / f"{name}.csv").is_file()
+    from probes.artifact import load_probe
+
+    best = metrics["best_layer"]
+    probe, info = load_probe(path / "probes" / f"fr-layer{best}")
+    assert info["layers"] == [best] and info["languages"] == ["fr"]
+    assert probe.weight.shape[0] == 1
