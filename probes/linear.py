@@ -76,18 +76,54 @@ def fit_logistic(
     theta = torch.zeros(n_layers, d + 1, dtype=z.dtype, device=z.device)
     ridge = torch.full((d + 1,), 1.0 / C, dtype=z.dtype, device=z.device)
     ridge[-1] = 0.0  # the bias is not penalised
+    newton_step = _dual_step if n < d else _primal_step
+    gram = torch.bmm(z, z.transpose(1, 2)) if n < d else None  # [layer, n, n], fixed
     for _ in range(max_iter):
         p = torch.sigmoid(torch.einsum("lnd,ld->ln", design, theta))
         grad = torch.einsum("lnd,ln->ld", design, p - target) + ridge * theta
-        w = p * (1 - p)
-        hess = torch.einsum("lnd,ln,lne->lde", design, w, design) + torch.diag(ridge)
-        # A tiny jitter keeps the solve defined when a layer separates perfectly.
-        hess = hess + 1e-9 * torch.eye(d + 1, dtype=z.dtype, device=z.device)
-        step = torch.linalg.solve(hess, grad)
+        step = newton_step(design, p * (1 - p), grad, ridge, gram)
         theta = theta - step
         if step.abs().max() < tol:
             break
     return LinearProbe(theta[:, :-1].float(), theta[:, -1].float(), mean.float(), std.float())
+
+
+def _primal_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram) -> Tensor:
+    """Solve the ``(d+1) x (d+1)`` Newton system directly (cheap when n >= d)."""
+    d1 = design.shape[-1]
+    hess = torch.einsum("lnd,ln,lne->lde", design, w, design) + torch.diag(ridge)
+    # A tiny jitter keeps the solve defined when a layer separates perfectly.
+    hess = hess + 1e-9 * torch.eye(d1, dtype=design.dtype, device=design.device)
+    return torch.linalg.solve(hess, grad)
+
+
+def _dual_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram: Tensor) -> Tensor:
+    """The same Newton step through an ``n x n`` system (Woodbury), for n < d.
+
+    With weights ``A = Z^T W Z + lam I`` and the unpenalised bias eliminated by its Schur
+    complement: ``A^-1 v = (v - Z^T S K^-1 S Z v) / lam`` with ``S = W^(1/2)`` and
+    ``K = lam I + S Z Z^T S``.
+    """
+    lam = ridge[0]
+    z = design[..., :-1]
+    sw = w.sqrt()
+    n = z.shape[1]
+    k = lam * torch.eye(n, dtype=z.dtype, device=z.device) + sw[:, :, None] * gram * sw[:, None, :]
+    chol = torch.linalg.cholesky(k)
+
+    def a_inv(v: Tensor) -> Tensor:  # v: [layer, d, m]
+        u = sw[:, :, None] * torch.bmm(z, v)
+        u = torch.cholesky_solve(u, chol)
+        return (v - torch.bmm(z.transpose(1, 2), sw[:, :, None] * u)) / lam
+
+    b = torch.einsum("lnd,ln->ld", z, w)  # cross term between weights and bias
+    c = w.sum(-1)
+    g_w, g_b = grad[:, :-1], grad[:, -1]
+    solved = a_inv(torch.stack([g_w, b], dim=-1))  # [layer, d, 2]
+    ainv_g, ainv_b = solved[..., 0], solved[..., 1]
+    s_b = (g_b - (b * ainv_g).sum(-1)) / (c - (b * ainv_b).sum(-1))
+    s_w = ainv_g - ainv_b * s_b[:, None]
+    return torch.cat([s_w, s_b[:, None]], dim=-1)
 
 
 def fit_mass_mean(x: Float[Tensor, "layer n d"], y: Float[Tensor, " n"]) -> LinearProbe:

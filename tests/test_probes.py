@@ -184,3 +184,30 @@ def test_knowledge_labels(monkeypatch):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert labels_module.is_correct(" der Euro.", ["Euro", "EUR"])
     assert not labels_module.is_correct(" Dollar", ["Euro", "EUR"])
+
+
+def test_dual_newton_step_equals_primal_and_sklearn_when_n_below_d():
+    from probes.linear import _dual_step, _primal_step
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 30, 50, generator=gen, dtype=torch.float64)
+    design = torch.cat([z, torch.ones(2, 30, 1, dtype=torch.float64)], dim=-1)
+    w = torch.rand(2, 30, generator=gen, dtype=torch.float64) * 0.25
+    grad = torch.randn(2, 51, generator=gen, dtype=torch.float64)
+    ridge = torch.full((51,), 2.0, dtype=torch.float64)
+    ridge[-1] = 0.0
+    gram = torch.bmm(z, z.transpose(1, 2))
+    torch.testing.assert_close(
+        _dual_step(design, w, grad, ridge, gram),
+        _primal_step(design, w, grad, ridge, None),
+        atol=1e-6,
+        rtol=1e-6,
+    )
+
+    x, y = synthetic(n_layers=2, n=60, d=100)
+    probe = fit_logistic(x, y, C=0.5)
+    for layer in range(2):
+        feats = ((x[layer] - probe.mean[layer]) / probe.std[layer]).numpy()
+        ref = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(feats, y.numpy())
+        np.testing.assert_allclose(probe.weight[layer].numpy(), ref.coef_[0], atol=1e-4)
+        assert probe.bias[layer].item() == pytest.approx(ref.intercept_[0], abs=1e-4)
