@@ -109,11 +109,10 @@ def _dual_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram: Ten
     sw = w.sqrt()
     n = z.shape[1]
     k = lam * torch.eye(n, dtype=z.dtype, device=z.device) + sw[:, :, None] * gram * sw[:, None, :]
-    chol = torch.linalg.cholesky(k)
 
     def a_inv(v: Tensor) -> Tensor:  # v: [layer, d, m]
         u = sw[:, :, None] * torch.bmm(z, v)
-        u = torch.cholesky_solve(u, chol)
+        u = torch.linalg.solve(k, u)
         return (v - torch.bmm(z.transpose(1, 2), sw[:, :, None] * u)) / lam
 
     b = torch.einsum("lnd,ln->ld", z, w)  # cross term between weights and bias
@@ -129,7 +128,7 @@ def _dual_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram: Ten
 def fit_mass_mean(x: Float[Tensor, "layer n d"], y: Float[Tensor, " n"]) -> LinearProbe:
     """Difference-of-means probe: ``w = mu_1 - mu_0``, threshold halfway between the means."""
     check_features(x, y)
-    z, mean, std = _standardise(x.float())
+    z, mean, std = _standardise(x.double())
     pos, neg = z[:, y == 1].mean(1), z[:, y == 0].mean(1)
     weight = pos - neg
     bias = -(weight * (pos + neg) / 2).sum(-1)
