@@ -8,7 +8,6 @@ that close the transfer gap, and the linear structure of language differences.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +18,13 @@ from tqdm.auto import tqdm
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from interp import plots
-from interp.data import load
-from interp.data.loader import split_of
 from interp.errors import PolylensError
 from interp.models import load_model
 from interp.store import ActivationStore
 from probes.align import METHODS, fit_alignment, transfer_matrix
 from probes.artifact import save_probe
+from probes.boundary import balanced_items, boundary_features
 from probes.evaluate import accuracy, cross_validate
-from probes.features import question_features
-from probes.labels import knowledge_labels
 from probes.linear import fit_logistic, fit_mass_mean
 
 NAME = "knowledge-boundary"
@@ -57,39 +53,23 @@ class BoundaryConfig(ExperimentConfig):
             raise PolylensError("n_per_class must be at least the number of folds")
 
 
-def _items(config: BoundaryConfig) -> list[str]:
-    """Item ids: n_per_class answerable and n_per_class unanswerable (seeded; all languages)."""
-    records = load("boundary", langs=config.langs[:1])
-    rng = random.Random(config.seed)
-    known = sorted(r.id for r in records if r.answerable)
-    unknown = sorted(r.id for r in records if not r.answerable)
-    if min(len(known), len(unknown)) < config.n_per_class:
-        raise PolylensError(f"n_per_class={config.n_per_class} exceeds the dataset")
-    return sorted(rng.sample(known, config.n_per_class) + rng.sample(unknown, config.n_per_class))
-
-
 @register(NAME, BoundaryConfig, "per-layer known/unknown probes, transfer and alignment")
 def run(config: BoundaryConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     model = load_model(config.model, device=config.device)
     store = ActivationStore(config.store)
-    ids = _items(config)
-    wanted = set(ids)
-    data, train_mask = {}, None
-    for lang in config.langs:
-        records = [r for r in load("boundary", langs=[lang]) if r.id in wanted]
-        x = question_features(
-            model,
-            [r.question for r in records],
-            position=config.position,
-            chat=config.chat,
-            batch_size=config.batch_size,
-            store=store,
-        )
-        y = knowledge_labels(model, records, config.labels)
-        data[lang] = (x, y)
-        train_mask = torch.tensor([split_of(r.id) == "train" for r in records])
+    ids = balanced_items(config.n_per_class, config.seed)
+    data, train_mask = boundary_features(
+        model,
+        config.langs,
+        ids,
+        labels=config.labels,
+        position=config.position,
+        chat=config.chat,
+        batch_size=config.batch_size,
+        store=store,
+    )
     out = ResultDir(NAME, config)
     layers = list(range(model.n_layers))
 

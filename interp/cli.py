@@ -98,6 +98,14 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         print(f"removed {args.key}")
 
 
+def _report(result: dict, out: str | None) -> None:
+    """Print a benchmark's JSON and write it to ``out``."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from interp.bench import bench_extract
 
@@ -108,9 +116,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=args.device,
     )
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _report(result, args.out)
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -127,9 +133,7 @@ def _cmd_bench_lens(args: argparse.Namespace) -> None:
     result = bench_lens(
         args.model, n_prompts=args.n_prompts, repeats=args.repeats, device=args.device
     )
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _report(result, args.out)
 
 
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
@@ -150,12 +154,10 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_probes(args: argparse.Namespace) -> None:
-    from interp.bench import bench_probes
+    from probes.bench import bench_probes
 
     result = bench_probes(args.model, n_per_class=args.n_per_class, device=args.device)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    _report(result, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:

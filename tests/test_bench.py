@@ -3,7 +3,8 @@
 import pytest
 from tiny import save_tiny
 
-from interp.bench import bench_extract, bench_lens, bench_probes, interleaved
+from interp.bench import bench_extract, bench_lens, interleaved
+from probes.bench import bench_probes
 
 
 @pytest.fixture(scope="module")
