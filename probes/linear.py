@@ -1,9 +1,14 @@
 """Linear probes fitted for every layer at once: L2 logistic regression and the mass-mean probe.
 
 The logistic probe minimises ``sum(log-loss) + ||w||^2 / (2C)`` (scikit-learn's objective for the
-same ``C``; the bias is not penalised) by batched Newton steps: one ``[layer, d+1, d+1]`` solve per
-iteration for all layers together, on a GPU when the features are there. Features are
-standardised per layer with the training statistics, which are part of the probe.
+same ``C``; the bias is not penalised) by batched Newton steps for all layers (or layers x folds)
+together, on a GPU when the features are there. Features are standardised per layer with the
+training statistics, which are part of the probe.
+
+Activations are wide (``d`` in the thousands) and probe sets small, so with fewer items than
+features the Newton iterations run in the ``n``-dimensional dual: by the representer theorem
+``w = Z^T alpha``, the logits are ``K alpha + b`` with the Gram matrix ``K = Z Z^T``, and each
+step solves an ``(n + 1)``-square system instead of a ``(d + 1)``-square one.
 """
 
 from __future__ import annotations
@@ -37,99 +42,144 @@ class LinearProbe:
 
 
 def check_features(x: Tensor, y: Tensor) -> None:
-    """Clear errors for inputs a probe cannot be fitted on."""
-    if x.ndim != 3 or y.ndim != 1 or x.shape[1] != y.shape[0]:
+    """Clear errors for inputs a probe cannot be fitted on.
+
+    ``y`` is ``[n]`` (the same labels for every layer) or ``[layer, n]`` (one row per problem,
+    as when cross-validation folds are stacked along the layer axis).
+    """
+    if x.ndim != 3 or y.ndim not in (1, 2) or x.shape[1] != y.shape[-1]:
         raise PolylensError(
             f"features must be [layer, n, d] and labels [n]; got {tuple(x.shape)}"
             f" and {tuple(y.shape)}"
         )
-    if not torch.isfinite(x).all():
+    if y.ndim == 2 and y.shape[0] != x.shape[0]:
+        raise PolylensError(f"labels [layer, n] must have {x.shape[0]} rows; got {y.shape[0]}")
+    # One float64 reduction: any NaN or inf makes the sum non-finite, without a mask pass.
+    if not torch.isfinite(x.sum(dtype=torch.float64)):
         raise PolylensError("features contain NaN or inf; check the activations they came from")
-    classes = torch.unique(y)
-    if len(classes) != 2 or not set(classes.tolist()) <= {0, 1}:
-        raise PolylensError(
-            f"labels must contain both classes 0 and 1; got {sorted(set(classes.tolist()))}"
-        )
+    values = set(torch.unique(y).tolist())
+    rows = y.reshape(-1, y.shape[-1]).bool()
+    if not values <= {0, 1} or not (rows.any(-1) & ~rows.all(-1)).all():
+        raise PolylensError(f"labels must contain both classes 0 and 1; got {sorted(values)}")
 
 
 def _standardise(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    mean = x.mean(1)
+    """``x`` in float64 with zero mean and unit variance per layer and feature (a new tensor)."""
+    z = x.to(torch.float64, copy=True)  # standardised in place below
+    mean = z.mean(1)
+    z.sub_(mean[:, None])
     # Constant features get unit scale instead of a division by zero.
-    std = x.std(1).clamp_min(1e-6)
-    return (x - mean[:, None]) / std[:, None], mean, std
+    std = (torch.linalg.vector_norm(z, dim=1) / (z.shape[1] - 1) ** 0.5).clamp_min(1e-6)
+    return z.div_(std[:, None]), mean, std
+
+
+def _targets(y: Tensor, like: Tensor) -> Float[Tensor, "layer n"]:
+    return y.to(like).expand(like.shape[0], like.shape[1])
 
 
 def fit_logistic(
     x: Float[Tensor, "layer n d"],
-    y: Float[Tensor, " n"],
+    y: Float[Tensor, "*layer n"],
     *,
     C: float = 1.0,  # noqa: N803 (scikit-learn's name)
     max_iter: int = 50,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
 ) -> LinearProbe:
-    """L2-regularised logistic regression for all layers at once (batched Newton)."""
+    """L2-regularised logistic regression for all layers at once (batched Newton).
+
+    Stops when no training logit moved by more than ``tol`` in a step; Newton converges
+    quadratically, so the logits are then within about ``tol ** 2`` of the optimum.
+    """
     check_features(x, y)
-    z, mean, std = _standardise(x.double())
+    z, mean, std = _standardise(x)
+    target = _targets(y, z)
+    newton = _newton_dual if z.shape[1] < z.shape[2] else _newton_primal
+    weight, bias = newton(z, target, 1.0 / C, max_iter, tol)
+    return LinearProbe(weight.float(), bias.float(), mean.float(), std.float())
+
+
+def _newton_primal(z: Tensor, target: Tensor, lam: float, max_iter: int, tol: float):
+    """Newton on ``(w, b)``: one ``(d + 1)``-square solve per step (cheap when n >= d)."""
     n_layers, n, d = z.shape
     design = torch.cat([z, torch.ones(n_layers, n, 1, dtype=z.dtype, device=z.device)], dim=-1)
-    target = y.to(design)
+    ridge = torch.full((d + 1,), lam, dtype=z.dtype, device=z.device)
+    ridge[-1] = 1e-9  # the bias is not penalised; the jitter keeps separable layers solvable
     theta = torch.zeros(n_layers, d + 1, dtype=z.dtype, device=z.device)
-    ridge = torch.full((d + 1,), 1.0 / C, dtype=z.dtype, device=z.device)
-    ridge[-1] = 0.0  # the bias is not penalised
-    newton_step = _dual_step if n < d else _primal_step
-    gram = torch.bmm(z, z.transpose(1, 2)) if n < d else None  # [layer, n, n], fixed
     for _ in range(max_iter):
         p = torch.sigmoid(torch.einsum("lnd,ld->ln", design, theta))
         grad = torch.einsum("lnd,ln->ld", design, p - target) + ridge * theta
-        step = newton_step(design, p * (1 - p), grad, ridge, gram)
+        hess = torch.einsum("lnd,ln,lne->lde", design, p * (1 - p), design) + torch.diag(ridge)
+        step = torch.linalg.solve(hess, grad)
         theta = theta - step
-        if step.abs().max() < tol:
+        if torch.einsum("lnd,ld->ln", design, step).abs().max() < tol:
             break
-    return LinearProbe(theta[:, :-1].float(), theta[:, -1].float(), mean.float(), std.float())
+    return theta[:, :-1], theta[:, -1]
 
 
-def _primal_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram) -> Tensor:
-    """Solve the ``(d+1) x (d+1)`` Newton system directly (cheap when n >= d)."""
-    d1 = design.shape[-1]
-    hess = torch.einsum("lnd,ln,lne->lde", design, w, design) + torch.diag(ridge)
-    # A tiny jitter keeps the solve defined when a layer separates perfectly.
-    hess = hess + 1e-9 * torch.eye(d1, dtype=design.dtype, device=design.device)
-    return torch.linalg.solve(hess, grad)
+def _newton_dual(z: Tensor, target: Tensor, lam: float, max_iter: int, tol: float):
+    """Newton on ``(alpha, b)`` with ``w = Z^T alpha``: ``n``-square solves per step.
 
-
-def _dual_step(design: Tensor, w: Tensor, grad: Tensor, ridge: Tensor, gram: Tensor) -> Tensor:
-    """The same Newton step through an ``n x n`` system (Woodbury), for n < d.
-
-    With weights ``A = Z^T W Z + lam I`` and the unpenalised bias eliminated by its Schur
-    complement: ``A^-1 v = (v - Z^T S K^-1 S Z v) / lam`` with ``S = W^(1/2)`` and
-    ``K = lam I + S Z Z^T S``.
+    Most steps are taken in float32 (twice as fast on a CPU); float32 resolves the logits to about
+    1e-2 here, from where Newton's quadratic convergence needs one or two float64 steps to reach
+    ``tol``. A float32 factorisation that fails (a badly conditioned layer) hands over to float64.
     """
-    lam = ridge[0]
-    z = design[..., :-1]
-    sw = w.sqrt()
-    n = z.shape[1]
-    k = lam * torch.eye(n, dtype=z.dtype, device=z.device) + sw[:, :, None] * gram * sw[:, None, :]
+    gram = torch.bmm(z, z.transpose(1, 2))  # [layer, n, n], fixed
+    alpha = torch.zeros(z.shape[:2], dtype=z.dtype, device=z.device)
+    bias = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+    logits = torch.zeros_like(alpha)
+    steps = 0
+    for dtype, stop in ((torch.float32, max(tol, 1e-2)), (torch.float64, tol)):
+        k, y = gram.to(dtype), target.to(dtype)
+        alpha, bias, logits = alpha.to(dtype), bias.to(dtype), logits.to(dtype)
+        while steps < max_iter:
+            step = _dual_step(k, y, alpha, logits, lam)
+            if step is None:
+                break
+            d_alpha, d_bias, moved = step
+            alpha, bias, logits = alpha - d_alpha, bias - d_bias, logits - moved
+            steps += 1
+            if moved.abs().max() < stop:
+                break
+    return torch.bmm(z.transpose(1, 2), alpha.double()[..., None])[..., 0], bias.double()
 
-    def a_inv(v: Tensor) -> Tensor:  # v: [layer, d, m]
-        u = sw[:, :, None] * torch.bmm(z, v)
-        u = torch.linalg.solve(k, u)
-        return (v - torch.bmm(z.transpose(1, 2), sw[:, :, None] * u)) / lam
 
-    b = torch.einsum("lnd,ln->ld", z, w)  # cross term between weights and bias
-    c = w.sum(-1)
-    g_w, g_b = grad[:, :-1], grad[:, -1]
-    solved = a_inv(torch.stack([g_w, b], dim=-1))  # [layer, d, 2]
-    ainv_g, ainv_b = solved[..., 0], solved[..., 1]
-    s_b = (g_b - (b * ainv_g).sum(-1)) / (c - (b * ainv_b).sum(-1))
-    s_w = ainv_g - ainv_b * s_b[:, None]
-    return torch.cat([s_w, s_b[:, None]], dim=-1)
+def _dual_step(gram: Tensor, target: Tensor, alpha: Tensor, logits: Tensor, lam: float):
+    """One Newton step ``(d_alpha, d_bias, d_logits)``; None when the factorisation fails.
+
+    Restricted to ``w = Z^T alpha`` the primal Newton system reads (``W = diag(p (1 - p))``)
+    ``(W K + lam I) d_alpha + W 1 d_b = p - y + lam alpha`` and
+    ``1^T W K d_alpha + 1^T W 1 d_b = 1^T (p - y)``. ``(W K + lam I)^-1`` is applied as
+    ``(I - S B^-1 S K) / lam`` with ``S = W^(1/2)`` and ``B = lam I + S K S`` (symmetric positive
+    definite, eigenvalues >= lam: a Cholesky factor, never a division by ``S``); the bias step
+    follows from the second equation.
+    """
+    p = torch.sigmoid(logits)
+    w = p * (1 - p)
+    s = w.sqrt()[..., None]
+    eye = lam * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    chol, info = torch.linalg.cholesky_ex(torch.addcmul(eye, gram, s * s.transpose(1, 2)))
+    if info.any():
+        return None
+    rhs = torch.stack([p - target + lam * alpha, w], dim=-1)  # [layer, n, 2]
+    k_rhs = torch.bmm(gram, rhs)
+    u = s * torch.cholesky_solve(s * k_rhs, chol)
+    solved = (rhs - u) / lam  # (W K + lam I)^-1 rhs
+    k_solved = (k_rhs - torch.bmm(gram, u)) / lam
+    d_bias = ((p - target).sum(-1) - (w * k_solved[..., 0]).sum(-1)) / (
+        w.sum(-1) - (w * k_solved[..., 1]).sum(-1)
+    )
+    d_alpha = solved[..., 0] - solved[..., 1] * d_bias[:, None]
+    moved = k_solved[..., 0] - k_solved[..., 1] * d_bias[:, None] + d_bias[:, None]
+    return d_alpha, d_bias, moved
 
 
-def fit_mass_mean(x: Float[Tensor, "layer n d"], y: Float[Tensor, " n"]) -> LinearProbe:
+def fit_mass_mean(x: Float[Tensor, "layer n d"], y: Float[Tensor, "*layer n"]) -> LinearProbe:
     """Difference-of-means probe: ``w = mu_1 - mu_0``, threshold halfway between the means."""
     check_features(x, y)
-    z, mean, std = _standardise(x.double())
-    pos, neg = z[:, y == 1].mean(1), z[:, y == 0].mean(1)
-    weight = pos - neg
-    bias = -(weight * (pos + neg) / 2).sum(-1)
-    return LinearProbe(weight, bias, mean, std)
+    z, mean, std = _standardise(x)
+    pos = _targets(y, z)[..., None]
+    mu_pos = (z * pos).sum(1) / pos.sum(1)
+    mu_neg = (z * (1 - pos)).sum(1) / (1 - pos).sum(1)
+    weight = mu_pos - mu_neg
+    bias = -(weight * (mu_pos + mu_neg) / 2).sum(-1)
+    return LinearProbe(weight.float(), bias.float(), mean.float(), std.float())
