@@ -60,7 +60,7 @@ def run(config: BoundaryConfig) -> Path:
     model = load_model(config.model, device=config.device)
     store = ActivationStore(config.store)
     ids = balanced_items(config.n_per_class, config.seed)
-    data, train_mask = boundary_features(
+    boundary = boundary_features(
         model,
         config.langs,
         ids,
@@ -70,53 +70,35 @@ def run(config: BoundaryConfig) -> Path:
         batch_size=config.batch_size,
         store=store,
     )
+    data, train_mask = boundary.features, boundary.train
     out = ResultDir(NAME, config)
     layers = list(range(model.n_layers))
 
-    curves, rows = {}, []
-    for lang, (x, y) in tqdm(data.items(), desc="probes", unit="language"):
-        if len(torch.unique(y)) < 2:
-            out.notes.append(f"{lang}: only one class under '{config.labels}' labels; skipped")
-            continue
-        for name, fit in (
-            ("logistic", lambda a, b: fit_logistic(a, b, C=config.C)),
-            ("mass_mean", fit_mass_mean),
-        ):
-            cv = cross_validate(x, y, k=config.folds, seed=config.seed, fit=fit)
-            for li in layers:
-                rows.append(
-                    {"lang": lang, "probe": name, "layer": li}
-                    | {f"{m}_mean": float(v[:, li].mean()) for m, v in cv.items()}
-                    | {f"{m}_std": float(v[:, li].std()) for m, v in cv.items()}
-                )
-            if name == "logistic":
-                curves[lang] = cv["auroc"].mean(0)
-    out.table("probe_by_layer", rows)
+    rows, curves = _probe_curves(data, config, out.notes, items="all")
     if not curves:
         raise PolylensError("no language has both known and unknown items; change the labels")
-    fig = plots.lines_with_bands(
-        layers,
-        {lang: (c.tolist(), c.tolist(), c.tolist()) for lang, c in curves.items()},
-        title="Known vs unknown: probe AUROC by layer (5-fold CV)",
-        xlabel="layer",
-        ylabel="AUROC (logistic probe)",
-    )
-    out.figure(
-        "auroc_by_layer",
-        "Where is 'do I know this?' linearly readable?",
-        "Cross-validated AUROC of a logistic probe per layer and language.",
-        *fig,
-    )
-    mean_curve = torch.stack(list(curves.values())).mean(0)
+    _curve_figure(out, "auroc_by_layer", curves, "all questions")
+    peaks = _peaks(curves, model.n_blocks)
+    mean_curve = torch.stack([c[0] for c in curves.values()]).mean(0)
     best = int(mean_curve.argmax())
-    peaks = {
-        lang: {
-            "peak_layer": int(c.argmax()),
-            "relative_depth": int(c.argmax()) / model.n_blocks,
-            "peak_auroc": float(c.max()),
+    answerable_only = None
+    if config.labels == "model":
+        # Unanswerable questions differ from answerable ones in form (invented names, future
+        # years), which a probe can read without any knowledge. Among answerable questions only
+        # the model's own correctness separates the classes.
+        mask = boundary.answerable
+        subset = {lang: (x[:, mask], y[mask]) for lang, (x, y) in data.items()}
+        more_rows, subset_curves = _probe_curves(subset, config, out.notes, items="answerable")
+        rows += more_rows
+        answerable_only = {
+            "known_per_language": {lang: int(y.sum()) for lang, (_, y) in subset.items()},
+            "answerable_per_language": int(mask.sum()),
+            "peaks": _peaks(subset_curves, model.n_blocks),
         }
-        for lang, c in curves.items()
-    }
+        if subset_curves:
+            _curve_figure(out, "auroc_by_layer_answerable", subset_curves, "answerable questions")
+    out.table("probe_by_layer", rows)
+    curves = {lang: c[0] for lang, c in curves.items()}
 
     langs = list(curves)
     train = {lang: (data[lang][0][:, train_mask], data[lang][1][train_mask]) for lang in langs}
@@ -142,6 +124,32 @@ def run(config: BoundaryConfig) -> Path:
             langs,
             langs,
             title="transfer accuracy",
+            xlabel="test language",
+            ylabel="train language",
+            zlabel="accuracy",
+            vmin=0.4,
+            vmax=1,
+        ),
+    )
+    out.table(
+        "transfer_matrix_by_layer",
+        [
+            {"layer": li, "train": a, "test": b, "accuracy": float(matrix[li, i, j])}
+            for li in layers
+            for i, a in enumerate(langs)
+            for j, b in enumerate(langs)
+        ],
+    )
+    out.figure(
+        "transfer_heatmaps",
+        "Cross-lingual transfer at every layer",
+        "The same matrix as above for each layer (the interactive figure has a layer slider).",
+        *plots.heatmaps_by_layer(
+            matrix.numpy(),
+            langs,
+            langs,
+            layers,
+            title="transfer accuracy by layer",
             xlabel="test language",
             ylabel="train language",
             zlabel="accuracy",
@@ -209,31 +217,18 @@ def run(config: BoundaryConfig) -> Path:
     centroids = torch.stack([data[lang][0].mean(1) for lang in langs], dim=1)  # [layer, lang, d]
     c = centroids[best] - centroids[best].mean(0)
     coords = (c @ torch.linalg.svd(c, full_matrices=False).Vh[:2].T).numpy()
-    import matplotlib.pyplot as plt
-    import plotly.graph_objects as go
-
-    mfig, ax = plt.subplots(figsize=(6, 5))
-    ax.scatter(coords[:, 0], coords[:, 1])
-    for (px, py), lang in zip(coords, langs):
-        ax.annotate(lang, (px, py), textcoords="offset points", xytext=(4, 4))
-    ax.set(title=f"Language centroids, layer {best} (PCA)", xlabel="PC1", ylabel="PC2")
-    pfig = go.Figure(
-        go.Scatter(
-            x=coords[:, 0],
-            y=coords[:, 1],
-            text=langs,
-            mode="markers+text",
-            textposition="top center",
-        )
-    )
-    pfig.update_layout(title=f"Language centroids, layer {best} (PCA)", template="plotly_white")
     out.figure(
         "centroids",
         "Language centroids",
         "Mean question representation per language at the best layer, projected on the "
         "first two principal components of the centroids.",
-        mfig,
-        pfig,
+        *plots.labelled_scatter(
+            coords,
+            langs,
+            title=f"Language centroids, layer {best} (PCA)",
+            xlabel="PC1",
+            ylabel="PC2",
+        ),
     )
 
     offsets = []
@@ -259,6 +254,7 @@ def run(config: BoundaryConfig) -> Path:
         "best_layer_relative_depth": best / model.n_blocks,
         "mean_auroc_best_layer": float(mean_curve[best]),
         "peaks": peaks,
+        "answerable_only": answerable_only,
         "in_language_accuracy_best_layer": in_lang,
         "cross_language_accuracy_best_layer": float(cross[best]),
         "best_transfer_layer": int(cross.argmax()),
@@ -271,3 +267,68 @@ def run(config: BoundaryConfig) -> Path:
     out.metrics(metrics)
     out.report("Knowledge boundary across languages", __doc__.split("\n\n")[1], metrics)
     return out.path
+
+
+def _probe_curves(
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    config: BoundaryConfig,
+    notes: list[str],
+    items: str,
+) -> tuple[list[dict], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """CV metrics per language, probe and layer; logistic AUROC (mean, std over folds)."""
+    rows, curves = [], {}
+    for lang, (x, y) in tqdm(data.items(), desc=f"probes ({items})", unit="language"):
+        smallest = min(int(y.sum()), int((1 - y).sum()))
+        if smallest < config.folds:
+            notes.append(
+                f"{lang} ({items} questions): {smallest} items in the smaller class under "
+                f"'{config.labels}' labels, fewer than {config.folds} folds; skipped"
+            )
+            continue
+        for name, fit in (
+            ("logistic", lambda a, b: fit_logistic(a, b, C=config.C)),
+            ("mass_mean", fit_mass_mean),
+        ):
+            cv = cross_validate(x, y, k=config.folds, seed=config.seed, fit=fit)
+            for li in range(x.shape[0]):
+                rows.append(
+                    {"items": items, "lang": lang, "probe": name, "layer": li}
+                    | {f"{m}_mean": float(v[:, li].mean()) for m, v in cv.items()}
+                    | {f"{m}_std": float(v[:, li].std()) for m, v in cv.items()}
+                )
+            if name == "logistic":
+                curves[lang] = (cv["auroc"].mean(0), cv["auroc"].std(0))
+    return rows, curves
+
+
+def _curve_figure(out: ResultDir, name: str, curves: dict, items: str) -> None:
+    layers = list(range(len(next(iter(curves.values()))[0])))
+    bands = {
+        lang: (mean.tolist(), (mean - std).tolist(), (mean + std).tolist())
+        for lang, (mean, std) in curves.items()
+    }
+    out.figure(
+        name,
+        f"Where is 'do I know this?' linearly readable? ({items})",
+        "Cross-validated AUROC of a logistic probe per layer and language, mean +- one standard "
+        "deviation over the folds.",
+        *plots.lines_with_bands(
+            layers,
+            bands,
+            title=f"Known vs unknown, {items}: probe AUROC by layer",
+            xlabel="layer",
+            ylabel="AUROC (logistic probe, CV)",
+        ),
+    )
+
+
+def _peaks(curves: dict, n_blocks: int) -> dict[str, dict]:
+    """Per language: the layer of the highest mean AUROC and its relative depth."""
+    return {
+        lang: {
+            "peak_layer": int(mean.argmax()),
+            "relative_depth": int(mean.argmax()) / n_blocks,
+            "peak_auroc": float(mean.max()),
+        }
+        for lang, (mean, _) in curves.items()
+    }

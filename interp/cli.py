@@ -156,7 +156,9 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
 def _cmd_bench_probes(args: argparse.Namespace) -> None:
     from probes.bench import bench_probes
 
-    result = bench_probes(args.model, n_per_class=args.n_per_class, device=args.device)
+    result = bench_probes(
+        args.model, n_per_class=args.n_per_class, device=args.device, repeats=args.repeats
+    )
     _report(result, args.out)
 
 
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("probes", help="batched probes vs scikit-learn per layer and fold")
     b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-per-class", type=int, default=100)
+    b.add_argument("--repeats", type=int, default=3, help="interleaved repeats (medians)")
     b.add_argument("--device", default=None)
     b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_probes)

@@ -141,3 +141,96 @@ def stacked_bars(
         template="plotly_white",
     )
     return fig, pfig
+
+
+def heatmaps_by_layer(
+    values: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    layers: Sequence[int],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    zlabel: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
+    """One heatmap per layer: small multiples (static) and a layer slider (interactive)."""
+    values = np.asarray(values, dtype=float)
+    ncols = min(5, len(layers))
+    nrows = -(-len(layers) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows + 0.8), squeeze=False, sharex=True
+    )
+    for ax in axes.flat[len(layers) :]:
+        ax.axis("off")
+    for ax, layer, panel in zip(axes.flat, layers, values):
+        im = ax.imshow(panel, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=90)
+        ax.set_yticks(range(len(rows)), rows, fontsize=6)
+    fig.suptitle(f"{title} ({ylabel} x {xlabel})")
+    fig.colorbar(im, ax=axes, label=zlabel, shrink=0.6)
+    pfig = go.Figure(
+        [
+            go.Heatmap(
+                z=panel,
+                x=list(cols),
+                y=list(rows),
+                colorscale="Viridis",
+                zmin=vmin,
+                zmax=vmax,
+                colorbar=dict(title=zlabel),
+                visible=i == len(layers) - 1,
+                name=f"layer {layer}",
+            )
+            for i, (layer, panel) in enumerate(zip(layers, values))
+        ]
+    )
+    steps = [
+        dict(
+            label=str(layer),
+            method="update",
+            args=[{"visible": [j == i for j in range(len(layers))]}],
+        )
+        for i, layer in enumerate(layers)
+    ]
+    pfig.update_layout(
+        title=title,
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        yaxis_autorange="reversed",
+        template="plotly_white",
+        sliders=[dict(active=len(layers) - 1, currentvalue=dict(prefix="layer "), steps=steps)],
+    )
+    return fig, pfig
+
+
+def labelled_scatter(
+    points: np.ndarray,
+    labels: Sequence[str],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+):
+    """2-D points, each annotated with its label."""
+    points = np.asarray(points, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(points[:, 0], points[:, 1])
+    for (px, py), label in zip(points, labels):
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4))
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    pfig = go.Figure(
+        go.Scatter(
+            x=points[:, 0],
+            y=points[:, 1],
+            text=list(labels),
+            mode="markers+text",
+            textposition="top center",
+        )
+    )
+    pfig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
+    return fig, pfig

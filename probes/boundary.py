@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -30,6 +31,20 @@ def balanced_items(n_per_class: int, seed: int) -> list[str]:
     return sorted(rng.sample(known, n_per_class) + rng.sample(unknown, n_per_class))
 
 
+@dataclass
+class BoundaryData:
+    """Features and labels of the same items in every language, and what each row is."""
+
+    features: dict[str, tuple[Tensor, Tensor]]
+    """language -> (features [layer, n, d], labels [n])."""
+    ids: list[str]
+    """Item id of each row."""
+    train: Tensor
+    """[n] bool: the row is in the train split."""
+    answerable: Tensor
+    """[n] bool: the question has an answer (its label may still be 0 under ``model`` labels)."""
+
+
 def boundary_features(
     model: LoadedModel,
     langs: Sequence[str],
@@ -40,13 +55,10 @@ def boundary_features(
     chat: bool = False,
     batch_size: int = 16,
     store=None,
-) -> tuple[dict[str, tuple[Tensor, Tensor]], Tensor]:
-    """Per language ``(features [layer, n, d], labels [n])`` of the items ``ids``.
-
-    Also returns the mask of the rows in the ``train`` split (the same rows in every language).
-    """
+) -> BoundaryData:
+    """Features and labels of the items ``ids`` in each language."""
     wanted = set(ids)
-    data = {}
+    features = {}
     for lang in langs:
         records = [r for r in load("boundary", langs=[lang]) if r.id in wanted]
         x = question_features(
@@ -57,6 +69,11 @@ def boundary_features(
             batch_size=batch_size,
             store=store,
         )
-        data[lang] = (x, knowledge_labels(model, records, labels))
-    order = [r.id for r in load("boundary", langs=[langs[0]]) if r.id in wanted]
-    return data, torch.tensor([split_of(i) == "train" for i in order])
+        features[lang] = (x, knowledge_labels(model, records, labels))
+    rows = [r for r in load("boundary", langs=[langs[0]]) if r.id in wanted]
+    return BoundaryData(
+        features,
+        [r.id for r in rows],
+        torch.tensor([split_of(r.id) == "train" for r in rows]),
+        torch.tensor([r.answerable for r in rows]),
+    )

@@ -34,6 +34,7 @@ def test_bench_lens_report(tiny_dir):
 
 
 def test_bench_probes_report(tiny_dir):
-    result = bench_probes(tiny_dir, n_per_class=10, folds=2, langs=("en", "fr"))
-    assert set(result["seconds"]) == {"polylens", "sklearn"}
+    result = bench_probes(tiny_dir, n_per_class=10, folds=2, langs=("en", "fr"), repeats=2)
+    assert set(result["median_s"]) == {"polylens", "sklearn"}
+    assert all(len(times) == 2 for times in result["all_s"].values())
     assert result["max_accuracy_difference_points"] <= 100

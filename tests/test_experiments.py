@@ -123,9 +123,21 @@ def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
         "centred_projection",
     }
     assert metrics["alignment_best_layer"]["identical"]["gap_closed"] == 0.0
-    for name in ("auroc_by_layer", "transfer_best_layer", "transfer_by_layer", "centroids"):
+    for name in (
+        "auroc_by_layer",
+        "transfer_best_layer",
+        "transfer_by_layer",
+        "transfer_heatmaps",
+        "centroids",
+    ):
         assert (path / "figures" / f"{name}.png").is_file()
-    for name in ("probe_by_layer", "transfer_best_layer", "alignment", "language_offset"):
+    for name in (
+        "probe_by_layer",
+        "transfer_best_layer",
+        "transfer_matrix_by_layer",
+        "alignment",
+        "language_offset",
+    ):
         assert (path / "tables" / f"{name}.csv").is_file()
     from probes.artifact import load_probe
 
@@ -133,3 +145,33 @@ def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
     probe, info = load_probe(path / "probes" / f"fr-layer{best}")
     assert info["layers"] == [best] and info["languages"] == ["fr"]
     assert probe.weight.shape[0] == 1
+
+
+def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
+    import zlib
+
+    import pandas as pd
+
+    from probes import labels
+
+    # A random tiny model knows nothing: let it "know" the facts whose answer hashes even.
+    monkeypatch.setattr(
+        labels, "greedy_continuations", lambda model, prompts, **kw: [""] * len(prompts)
+    )
+    monkeypatch.setattr(
+        labels, "is_correct", lambda text, answers: zlib.crc32(answers[0].encode()) % 2 == 0
+    )
+    path = run_experiment(
+        "knowledge-boundary",
+        None,
+        {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path), "labels": "model"},
+    )
+    metrics = json.loads((path / "metrics.json").read_text())
+    subset = metrics["answerable_only"]
+    assert subset["answerable_per_language"] == 100
+    assert 10 < subset["known_per_language"]["en"] < 90
+    assert set(subset["peaks"]) == {"en", "fr"}
+    assert (path / "figures" / "auroc_by_layer_answerable.png").is_file()
+    rows = pd.read_csv(path / "tables" / "probe_by_layer.csv")
+    assert set(rows["items"]) == {"all", "answerable"}
+    assert len(rows[rows["items"] == "answerable"]) == len(rows[rows["items"] == "all"])

@@ -169,13 +169,19 @@ def test_knowledge_labels(monkeypatch):
         if r.id in ("real:capital:FR", "real:capital:JP", "future_event:election:2050")
     ]
     assert labels_module.knowledge_labels(None, records).tolist() == [1, 1, 0]
-    monkeypatch.setattr(
-        labels_module,
-        "greedy_continuations",
-        lambda model, prompts, **kw: [" Paris, bien sûr", " Pékin"][: len(prompts)],
-    )
+    seen = []
+
+    def continuations(model, prompts, **kw):
+        seen.extend(prompts)
+        return [" Paris, bien sûr", " Pékin\nLa capitale du pays Japon est Tokyo"][: len(prompts)]
+
+    monkeypatch.setattr(labels_module, "greedy_continuations", continuations)
     by_model = labels_module.knowledge_labels(object(), records, scheme="model")
-    assert by_model.tolist() == [1, 0, 0]  # the model got Tokyo wrong
+    assert by_model.tolist() == [1, 0, 0]  # Tokyo only on a later line: wrong
+    lines = seen[0].split("\n")
+    assert len(lines) == 4 and lines[-1] == "La capitale du pays France est"
+    assert all(line.startswith("La capitale du pays ") for line in lines)
+    assert "France" not in seen[0].removesuffix(lines[-1])  # never its own answer as a demo
     with pytest.raises(PolylensError, match="unknown label scheme"):
         labels_module.knowledge_labels(None, records, scheme="vibes")
     monkeypatch.undo()
@@ -183,6 +189,16 @@ def test_knowledge_labels(monkeypatch):
     texts = labels_module.greedy_continuations(llama, ["La capitale", "x"], max_new_tokens=3)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert labels_module.is_correct(" der Euro.", ["Euro", "EUR"])
+    facts = load("facts", langs=["en", "zh"])
+    en, zh = (next(f for f in facts if f.id == "capital:FR" and f.lang == g) for g in ("en", "zh"))
+    en_demos = labels_module.few_shot_cloze(en, facts).split("\n")[:-1]
+    zh_demos = labels_module.few_shot_cloze(zh, facts).split("\n")[:-1]
+    assert all(" " in d for d in en_demos) and not any(" " in d for d in zh_demos)
+    by_id = {(f.lang, f.cloze): f.id for f in facts}
+    same = [by_id[("en", d.rsplit(" ", 1)[0])] for d in en_demos]
+    assert same == [
+        next(i for (g, c), i in by_id.items() if g == "zh" and d.startswith(c)) for d in zh_demos
+    ]
     assert not labels_module.is_correct(" Dollar", ["Euro", "EUR"])
 
 

@@ -23,6 +23,8 @@ class Language:
     family: str
     resource: str
     """high, medium or low: how much text the web (and so a model's training data) holds."""
+    spaces: bool = True
+    """Whether words are separated by spaces (not in Chinese, Japanese, Thai)."""
 
 
 LANGUAGES: dict[str, Language] = {
@@ -33,13 +35,13 @@ LANGUAGES: dict[str, Language] = {
         Language("de", "German", "Deutsch", "Latn", "Indo-European (Germanic)", "high"),
         Language("es", "Spanish", "español", "Latn", "Indo-European (Romance)", "high"),
         Language("ru", "Russian", "русский", "Cyrl", "Indo-European (Slavic)", "high"),
-        Language("zh", "Chinese", "中文", "Hans", "Sino-Tibetan", "high"),
-        Language("ja", "Japanese", "日本語", "Jpan", "Japonic", "high"),
+        Language("zh", "Chinese", "中文", "Hans", "Sino-Tibetan", "high", spaces=False),
+        Language("ja", "Japanese", "日本語", "Jpan", "Japonic", "high", spaces=False),
         Language("ko", "Korean", "한국어", "Kore", "Koreanic", "medium"),
         Language("ar", "Arabic", "العربية", "Arab", "Afro-Asiatic (Semitic)", "medium"),
         Language("hi", "Hindi", "हिन्दी", "Deva", "Indo-European (Indo-Aryan)", "medium"),
         Language("sw", "Swahili", "Kiswahili", "Latn", "Niger-Congo (Bantu)", "low"),
-        Language("th", "Thai", "ไทย", "Thai", "Kra-Dai", "low"),
+        Language("th", "Thai", "ไทย", "Thai", "Kra-Dai", "low", spaces=False),
     )
 }
 DEFAULT_LANGS: tuple[str, ...] = tuple(LANGUAGES)
