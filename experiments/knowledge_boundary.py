@@ -24,7 +24,7 @@ from interp.store import ActivationStore
 from probes.align import METHODS, fit_alignment, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features
-from probes.evaluate import accuracy, cross_validate
+from probes.evaluate import balanced_accuracy, cross_validate
 from probes.linear import fit_logistic, fit_mass_mean
 
 NAME = "knowledge-boundary"
@@ -104,12 +104,12 @@ def run(config: BoundaryConfig) -> Path:
     train = {lang: (data[lang][0][:, train_mask], data[lang][1][train_mask]) for lang in langs}
     test = {lang: (data[lang][0][:, ~train_mask], data[lang][1][~train_mask]) for lang in langs}
     _, matrix = transfer_matrix(
-        train, lambda a, b: fit_logistic(a, b, C=config.C), accuracy, test=test
+        train, lambda a, b: fit_logistic(a, b, C=config.C), balanced_accuracy, test=test
     )
     out.table(
         "transfer_best_layer",
         [
-            {"train": a, "test": b, "accuracy": float(matrix[best, i, j])}
+            {"train": a, "test": b, "balanced_accuracy": float(matrix[best, i, j])}
             for i, a in enumerate(langs)
             for j, b in enumerate(langs)
         ],
@@ -117,16 +117,17 @@ def run(config: BoundaryConfig) -> Path:
     out.figure(
         "transfer_best_layer",
         f"Cross-lingual transfer at layer {best}",
-        "Test accuracy of a probe trained on one language (rows) applied to another "
+        "Balanced test accuracy (mean recall of known and unknown; chance 0.5) of a probe "
+        "trained on one language (rows) applied to another "
         "(columns), at the layer with the best mean in-language AUROC.",
         *plots.heatmap(
             matrix[best].numpy(),
             langs,
             langs,
-            title="transfer accuracy",
+            title="transfer (balanced accuracy)",
             xlabel="test language",
             ylabel="train language",
-            zlabel="accuracy",
+            zlabel="balanced accuracy",
             vmin=0.4,
             vmax=1,
         ),
@@ -134,7 +135,7 @@ def run(config: BoundaryConfig) -> Path:
     out.table(
         "transfer_matrix_by_layer",
         [
-            {"layer": li, "train": a, "test": b, "accuracy": float(matrix[li, i, j])}
+            {"layer": li, "train": a, "test": b, "balanced_accuracy": float(matrix[li, i, j])}
             for li in layers
             for i, a in enumerate(langs)
             for j, b in enumerate(langs)
@@ -149,29 +150,34 @@ def run(config: BoundaryConfig) -> Path:
             langs,
             langs,
             layers,
-            title="transfer accuracy by layer",
+            title="transfer (balanced accuracy) by layer",
             xlabel="test language",
             ylabel="train language",
-            zlabel="accuracy",
+            zlabel="balanced accuracy",
             vmin=0.4,
             vmax=1,
         ),
     )
     off = ~torch.eye(len(langs), dtype=torch.bool)
-    diag = matrix.diagonal(dim1=1, dim2=2).mean(-1)
-    cross = matrix[:, off].mean(-1)
+    own, other = matrix.diagonal(dim1=1, dim2=2), matrix[:, off]  # [layer, langs], [layer, pairs]
+    diag, cross = own.mean(-1), other.mean(-1)
+    bands = {
+        name: tuple(t.tolist() for t in (v.mean(-1), v.quantile(0.25, -1), v.quantile(0.75, -1)))
+        for name, v in (("in-language", own), ("cross-language", other))
+    }
     fig = plots.lines_with_bands(
         layers,
-        {"in-language": (diag.tolist(),) * 3, "cross-language": (cross.tolist(),) * 3},
+        bands,
         title="Probe accuracy by layer: in-language vs transfer",
         xlabel="layer",
-        ylabel="test accuracy",
+        ylabel="balanced test accuracy",
     )
     out.figure(
         "transfer_by_layer",
         "Transfer across layers",
-        "Mean test accuracy of probes on their own language (diagonal) and on the other "
-        "languages (off-diagonal), per layer.",
+        "Mean balanced test accuracy of probes on their own language (diagonal) and on the other "
+        "languages (off-diagonal), per layer; bands span the middle half of the languages "
+        "(pairs).",
         *fig,
     )
 
@@ -185,13 +191,14 @@ def run(config: BoundaryConfig) -> Path:
                 align = fit_alignment(
                     method, train[b][0][best : best + 1], train[a][0][best : best + 1]
                 )
-                acc = accuracy(probe.predict_proba(align(test[b][0][best : best + 1])), test[b][1])
+                prob = probe.predict_proba(align(test[b][0][best : best + 1]))
+                acc = balanced_accuracy(prob, test[b][1])
                 gains[method].append(float(acc))
     in_lang = float(diag[best])
     base = float(np.mean(gains["identical"]))
     alignment = {
         m: {
-            "accuracy": float(np.mean(v)),
+            "balanced_accuracy": float(np.mean(v)),
             "gap_closed": (float(np.mean(v)) - base) / max(1e-9, in_lang - base),
         }
         for m, v in gains.items()
@@ -255,10 +262,10 @@ def run(config: BoundaryConfig) -> Path:
         "mean_auroc_best_layer": float(mean_curve[best]),
         "peaks": peaks,
         "answerable_only": answerable_only,
-        "in_language_accuracy_best_layer": in_lang,
-        "cross_language_accuracy_best_layer": float(cross[best]),
+        "in_language_balanced_accuracy_best_layer": in_lang,
+        "cross_language_balanced_accuracy_best_layer": float(cross[best]),
         "best_transfer_layer": int(cross.argmax()),
-        "cross_language_accuracy_best_transfer_layer": float(cross.max()),
+        "cross_language_balanced_accuracy_best_transfer_layer": float(cross.max()),
         "alignment_best_layer": alignment,
     }
     if offsets:

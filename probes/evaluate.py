@@ -17,6 +17,13 @@ def accuracy(prob: Float[Tensor, "layer n"], y: Tensor) -> Float[Tensor, " layer
     return ((prob >= 0.5).float() == y.to(prob)).float().mean(-1)
 
 
+def balanced_accuracy(prob: Float[Tensor, "layer n"], y: Tensor) -> Float[Tensor, " layer"]:
+    """Mean of the recall on each class: 0.5 for a constant guess, however unbalanced ``y``."""
+    y = y.bool()
+    hit = prob >= 0.5
+    return (hit[:, y].float().mean(-1) + (~hit[:, ~y]).float().mean(-1)) / 2
+
+
 def auroc(score: Float[Tensor, "layer n"], y: Tensor) -> Float[Tensor, " layer"]:
     """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
     y = y.bool()

@@ -28,9 +28,14 @@ SCHEMES = ("construction", "model")
 
 @torch.inference_mode()
 def greedy_continuations(
-    model: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 8, batch_size: int = 16
+    model: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+    stop: str | None = "\n",
 ) -> list[str]:
-    """The model's greedy continuation of each prompt (left-padded batches)."""
+    """The model's greedy continuation of each prompt (left-padded batches), ending at ``stop``."""
     out = []
     pad = model.tokenizer.pad_token_id
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
@@ -41,6 +46,9 @@ def greedy_continuations(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=pad,
+            # A batch ends once every row has produced the stop string (answers are one line).
+            stop_strings=[stop] if stop else None,
+            tokenizer=model.tokenizer,
         )
         new = generated[:, batch["input_ids"].shape[1] :]
         out += model.tokenizer.batch_decode(new, skip_special_tokens=True)

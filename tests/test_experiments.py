@@ -161,10 +161,12 @@ def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(
         labels, "is_correct", lambda text, answers: zlib.crc32(answers[0].encode()) % 2 == 0
     )
+    from experiments.base import CONFIG_DIR
+
     path = run_experiment(
         "knowledge-boundary",
-        None,
-        {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path), "labels": "model"},
+        CONFIG_DIR / "knowledge-boundary-model-labels.yaml",
+        {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path)},
     )
     metrics = json.loads((path / "metrics.json").read_text())
     subset = metrics["answerable_only"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from interp import PolylensError
 from probes.align import METHODS, fit_alignment, transfer_matrix
@@ -12,6 +12,7 @@ from probes.artifact import load_probe, save_probe
 from probes.evaluate import (
     accuracy,
     auroc,
+    balanced_accuracy,
     cross_validate,
     expected_calibration_error,
     stratified_folds,
@@ -49,6 +50,13 @@ def test_metrics_match_definitions():
         assert auroc(prob, y)[layer].item() == pytest.approx(
             roc_auc_score(y.numpy(), prob[layer].numpy()), abs=1e-6
         )
+        assert balanced_accuracy(prob, y)[layer].item() == pytest.approx(
+            balanced_accuracy_score(y.numpy(), prob[layer].numpy() >= 0.5), abs=1e-6
+        )
+    unbalanced = torch.tensor([1, 0, 0, 0, 0, 0, 0, 0])
+    constant = torch.zeros(1, 8)
+    assert accuracy(constant, unbalanced).item() == 0.875
+    assert balanced_accuracy(constant, unbalanced).item() == 0.5
     tied = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     assert auroc(tied, torch.tensor([0, 1, 0, 1])).item() == pytest.approx(0.5)
     perfect = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
