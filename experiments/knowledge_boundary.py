@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from interp import plots
+from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
 from interp.models import load_model
 from interp.store import ActivationStore
@@ -216,6 +217,7 @@ def run(config: BoundaryConfig) -> Path:
                 "position": config.position,
                 "C": config.C,
                 "dataset": "boundary",
+                "dataset_sha256": dataset_sha256("boundary"),
                 "items": ids,
                 "cv_auroc": float(curves[lang][best]),
             },

@@ -144,6 +144,7 @@ def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
     best = metrics["best_layer"]
     probe, info = load_probe(path / "probes" / f"fr-layer{best}")
     assert info["layers"] == [best] and info["languages"] == ["fr"]
+    assert len(info["dataset_sha256"]) == 64 and info["labels"] == "construction"
     assert probe.weight.shape[0] == 1
 
 

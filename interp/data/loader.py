@@ -114,6 +114,12 @@ def read_items(name: str) -> tuple[dict, ...]:
     return tuple(items)
 
 
+@cache
+def dataset_sha256(name: str) -> str:
+    """sha256 of the dataset's file: which version of the data a result came from."""
+    return hashlib.sha256((DATA_DIR / f"{_dataset(name).name}.jsonl").read_bytes()).hexdigest()
+
+
 def covered_langs(name: str) -> list[str]:
     """Languages every item of the dataset covers."""
     field = _dataset(name).per_language_field
