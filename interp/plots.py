@@ -27,8 +27,9 @@ def lines_with_bands(
     """One line per series with its shaded interval."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     pfig = go.Figure()
+    palette = plt.cm.tab10 if len(series) <= 10 else plt.cm.tab20  # one colour per series
     for i, (name, (mean, lo, hi)) in enumerate(series.items()):
-        color = plt.cm.tab10(i % 10)
+        color = palette(i % palette.N)
         ax.plot(x, mean, marker="o", ms=3, label=name, color=color)
         ax.fill_between(x, lo, hi, alpha=0.2, color=color)
         rgb = ",".join(str(int(c * 255)) for c in color[:3])
