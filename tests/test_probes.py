@@ -99,6 +99,14 @@ def test_bad_inputs(x, y, message):
         fit_logistic(x, y)
 
 
+def test_large_half_precision_features_are_not_mistaken_for_inf():
+    x, y = synthetic(n_layers=1, n=40, d=4)
+    big = (x * 3e3).half()
+    assert torch.isfinite(big).all() and not torch.isfinite(big.sum())  # float16 overflows
+    probe = fit_mass_mean(big, y)
+    assert torch.isfinite(probe.weight).all()
+
+
 def test_too_few_items_for_folds():
     with pytest.raises(PolylensError, match="fewer than the 5 folds"):
         cross_validate(torch.randn(1, 8, 3), torch.tensor([0] * 6 + [1] * 2), k=5)
