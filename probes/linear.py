@@ -8,7 +8,7 @@ training statistics, which are part of the probe.
 Activations are wide (``d`` in the thousands) and probe sets small, so with fewer items than
 features the Newton iterations run in the ``n``-dimensional dual: by the representer theorem
 ``w = Z^T alpha``, the logits are ``K alpha + b`` with the Gram matrix ``K = Z Z^T``, and each
-step solves an ``(n + 1)``-square system instead of a ``(d + 1)``-square one.
+step factorises an ``n``-square matrix instead of a ``(d + 1)``-square one.
 """
 
 from __future__ import annotations
