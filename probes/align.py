@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import PolylensError
+from probes.linear import solve_spd
 
 METHODS = ("identical", "mean_shift", "projection", "centred_projection")
 
@@ -41,7 +42,7 @@ def _lstsq(src: Tensor, dst: Tensor, ridge: float) -> Tensor:
     # Normal equations with a small ridge: defined even when d > n (few parallel items).
     gram = src.transpose(1, 2) @ src
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + ridge * eye, src.transpose(1, 2) @ dst)
+    return solve_spd(gram + ridge * eye, src.transpose(1, 2) @ dst)
 
 
 def fit_alignment(

@@ -261,3 +261,19 @@ def test_one_label_row_per_problem_equals_separate_fits():
             torch.testing.assert_close(both.bias[row], alone.bias[0], atol=1e-5, rtol=1e-4)
     with pytest.raises(PolylensError, match="both classes"):
         fit_logistic(stacked, torch.stack([y, torch.zeros_like(y)]))
+
+
+def test_spd_solves_survive_set_num_threads():
+    from probes.linear import solve_spd
+
+    # Batched LU in this torch's MKL fails ("Pivots given to lu_solve ...") once
+    # torch.set_num_threads has been called, even with the current count; Cholesky does not.
+    torch.set_num_threads(torch.get_num_threads())
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randn(3, 200, 300, generator=gen)
+    dst = src @ torch.randn(3, 300, 300, generator=gen) * 0.1
+    align = fit_alignment("projection", src, dst)
+    assert torch.isfinite(align.weight).all()
+    a = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)  # indefinite: LU fallback
+    b = torch.tensor([[[2.0], [3.0]]], dtype=torch.float64)
+    torch.testing.assert_close(solve_spd(a, b), torch.tensor([[[3.0], [2.0]]], dtype=torch.float64))
