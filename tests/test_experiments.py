@@ -123,6 +123,7 @@ def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
         "centred_projection",
     }
     assert metrics["alignment_best_layer"]["identical"]["gap_closed"] == 0.0
+    assert set(metrics["alignment_best_transfer_layer"]) == set(metrics["alignment_best_layer"])
     for name in (
         "auroc_by_layer",
         "transfer_best_layer",
