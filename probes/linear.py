@@ -45,7 +45,7 @@ def check_features(x: Tensor, y: Tensor) -> None:
     """Clear errors for inputs a probe cannot be fitted on.
 
     ``y`` is ``[n]`` (the same labels for every layer) or ``[layer, n]`` (one row per problem,
-    as when cross-validation folds are stacked along the layer axis).
+    as when several label sets, or folds, are fitted together along the layer axis).
     """
     if x.ndim != 3 or y.ndim not in (1, 2) or x.shape[1] != y.shape[-1]:
         raise PolylensError(
