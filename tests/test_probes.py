@@ -277,3 +277,19 @@ def test_spd_solves_survive_set_num_threads():
     a = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]], dtype=torch.float64)  # indefinite: LU fallback
     b = torch.tensor([[[2.0], [3.0]]], dtype=torch.float64)
     torch.testing.assert_close(solve_spd(a, b), torch.tensor([[[3.0], [2.0]]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_layer_with_few_distinct_rows_matches_sklearn(seed):
+    # Like the embedding layer at a question's last token: a handful of distinct vectors with
+    # large offsets. Float32 steps drift and stall there; float64 must finish the job.
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(8, 300, generator=gen) * 50 + 100
+    which = torch.randint(0, 8, (120,), generator=gen)
+    y = ((which < 3) ^ (torch.rand(120, generator=gen) < 0.1)).long()
+    x = tokens[which][None]
+    probe = fit_logistic(x, y)
+    z = ((x[0].double() - probe.mean[0].double()) / probe.std[0].double()).numpy()
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(z, y.numpy())
+    np.testing.assert_allclose(probe.weight[0].numpy(), ref.coef_[0], atol=1e-4)
+    assert probe.bias[0].item() == pytest.approx(ref.intercept_[0], abs=1e-4)
