@@ -95,14 +95,13 @@ def heatmap(
                 )
     fig.colorbar(im, ax=ax, label=zlabel)
     pfig = go.Figure(
-        go.Heatmap(
-            z=values,
-            x=list(cols),
-            y=list(rows),
-            colorscale="Viridis",
-            zmin=vmin,
-            zmax=vmax,
-            colorbar=dict(title=zlabel),
+        _plotly_heatmap(
+            values,
+            rows,
+            cols,
+            zlabel,
+            vmin,
+            vmax,
             texttemplate="%{z:" + fmt + "}" if values.size <= 400 else None,
         )
     )
@@ -114,6 +113,19 @@ def heatmap(
         template="plotly_white",
     )
     return fig, pfig
+
+
+def _plotly_heatmap(values, rows, cols, zlabel, vmin, vmax, **options) -> go.Heatmap:
+    return go.Heatmap(
+        z=values,
+        x=list(cols),
+        y=list(rows),
+        colorscale="Viridis",
+        zmin=vmin,
+        zmax=vmax,
+        colorbar=dict(title=zlabel),
+        **options,
+    )
 
 
 def stacked_bars(
@@ -175,14 +187,13 @@ def heatmaps_by_layer(
     fig.colorbar(im, ax=axes, label=zlabel, shrink=0.6)
     pfig = go.Figure(
         [
-            go.Heatmap(
-                z=panel,
-                x=list(cols),
-                y=list(rows),
-                colorscale="Viridis",
-                zmin=vmin,
-                zmax=vmax,
-                colorbar=dict(title=zlabel),
+            _plotly_heatmap(
+                panel,
+                rows,
+                cols,
+                zlabel,
+                vmin,
+                vmax,
                 visible=i == len(layers) - 1,
                 name=f"layer {layer}",
             )
