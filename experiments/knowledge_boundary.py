@@ -99,7 +99,6 @@ def run(config: BoundaryConfig) -> Path:
         if subset_curves:
             _curve_figure(out, "auroc_by_layer_answerable", subset_curves, "answerable questions")
     out.table("probe_by_layer", rows)
-    curves = {lang: c[0] for lang, c in curves.items()}
 
     langs = list(curves)
     train = {lang: (data[lang][0][:, train_mask], data[lang][1][train_mask]) for lang in langs}
@@ -211,7 +210,7 @@ def run(config: BoundaryConfig) -> Path:
                 "dataset": "boundary",
                 "dataset_sha256": dataset_sha256("boundary"),
                 "items": ids,
-                "cv_auroc": float(curves[lang][best]),
+                "cv_auroc": float(curves[lang][0][best]),  # (mean, std) over folds
             },
         )
 

@@ -105,14 +105,20 @@ def heatmap(
             texttemplate="%{z:" + fmt + "}" if values.size <= 400 else None,
         )
     )
+    _heatmap_layout(pfig, title, xlabel, ylabel)
+    return fig, pfig
+
+
+def _heatmap_layout(pfig: go.Figure, title: str, xlabel: str, ylabel: str, **layout) -> None:
+    # First row at the top, as in the matplotlib twin.
     pfig.update_layout(
         title=title,
         xaxis_title=xlabel,
         yaxis_title=ylabel,
         yaxis_autorange="reversed",
         template="plotly_white",
+        **layout,
     )
-    return fig, pfig
 
 
 def _plotly_heatmap(values, rows, cols, zlabel, vmin, vmax, **options) -> go.Heatmap:
@@ -208,14 +214,8 @@ def heatmaps_by_layer(
         )
         for i, layer in enumerate(layers)
     ]
-    pfig.update_layout(
-        title=title,
-        xaxis_title=xlabel,
-        yaxis_title=ylabel,
-        yaxis_autorange="reversed",
-        template="plotly_white",
-        sliders=[dict(active=len(layers) - 1, currentvalue=dict(prefix="layer "), steps=steps)],
-    )
+    slider = dict(active=len(layers) - 1, currentvalue=dict(prefix="layer "), steps=steps)
+    _heatmap_layout(pfig, title, xlabel, ylabel, sliders=[slider])
     return fig, pfig
 
 
