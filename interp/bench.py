@@ -51,11 +51,13 @@ class PeakRSS:
 
 @dataclass
 class Timings:
-    """Wall times, peak RSS and RSS growth of each method over interleaved repeats."""
+    """Wall times, peak RSS, RSS growth and peak CUDA memory of each method over repeats."""
 
     times: dict[str, list[float]]
     peak_rss: dict[str, int]
     rss_growth: dict[str, int]
+    cuda_peak: dict[str, int]
+    """``torch.cuda.max_memory_allocated`` during the method (0 on CPU, where RSS tells)."""
 
     @property
     def median(self) -> dict[str, float]:
@@ -65,11 +67,13 @@ class Timings:
 
 def interleaved(methods: dict[str, Callable[[], None]], repeats: int, cuda: bool) -> Timings:
     """Run every method once per repeat, in turn, so machine noise hits them alike."""
-    out = Timings({k: [] for k in methods}, dict.fromkeys(methods, 0), dict.fromkeys(methods, 0))
+    zeros = dict.fromkeys(methods, 0)
+    out = Timings({k: [] for k in methods}, dict(zeros), dict(zeros), dict(zeros))
     for _ in range(repeats):
         for name, run in methods.items():
             if cuda:
                 torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
             with PeakRSS() as rss:
                 t = time.perf_counter()
                 run()
@@ -78,7 +82,20 @@ def interleaved(methods: dict[str, Callable[[], None]], repeats: int, cuda: bool
                 out.times[name].append(time.perf_counter() - t)
             out.peak_rss[name] = max(out.peak_rss[name], rss.peak)
             out.rss_growth[name] = max(out.rss_growth[name], rss.growth)
+            if cuda:
+                out.cuda_peak[name] = max(out.cuda_peak[name], torch.cuda.max_memory_allocated())
     return out
+
+
+def _mb(values: dict[str, int]) -> dict[str, float]:
+    return {k: round(v / 2**20, 1) for k, v in values.items()}
+
+
+def bench_model(
+    model: LoadedModel | str, device: str | None, dtype: str | None = None
+) -> LoadedModel:
+    """A benchmark's model: a loaded one as given (e.g. a random-init model of a real config)."""
+    return model if isinstance(model, LoadedModel) else load_model(model, device, dtype)
 
 
 def mixed_language_prompts(n: int) -> list[str]:
@@ -109,19 +126,21 @@ def _bare_forward(model: LoadedModel, prompts: list[str], batch_size: int) -> No
 
 
 def bench_extract(
-    spec: str = "gemma-3-270m",
+    spec: LoadedModel | str = "gemma-3-270m",
     *,
     n_prompts: int = 256,
     repeats: int = 5,
     batch_size: int = 32,
     device: str | None = None,
+    dtype: str = "float32",
 ) -> dict:
     """Time (a) a bare body forward, (b) polylens hooks, (c) TransformerLens, (d) nnsight.
 
-    All layers, last position. Methods are interleaved within each repeat so machine noise hits
-    them alike; medians and ratios b/a, c/b, d/b are reported with each method's peak RSS.
+    All layers, last position, the model's weights in ``dtype``. Methods are interleaved within
+    each repeat so machine noise hits them alike; medians and ratios b/a, c/b, d/b are reported
+    with each method's peak RSS and, on a GPU, peak CUDA memory.
     """
-    model = load_model(spec, device=device)
+    model = bench_model(spec, device, dtype)
     prompts = mixed_language_prompts(n_prompts)
 
     def via(backend: str) -> Callable[[], None]:
@@ -141,8 +160,9 @@ def bench_extract(
     times, peaks, growth = timings.times, timings.peak_rss, timings.rss_growth
     med = timings.median
     return {
-        "model": spec,
+        "model": model.name,
         "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
         "n_prompts": n_prompts,
         "layers": model.n_layers,
         "positions": "last",
@@ -150,8 +170,9 @@ def bench_extract(
         "repeats": repeats,
         "median_s": med,
         "all_s": times,
-        "peak_rss_mb": {k: v / 2**20 for k, v in peaks.items()},
-        "rss_growth_mb": {k: v / 2**20 for k, v in growth.items()},
+        "peak_rss_mb": _mb(peaks),
+        "rss_growth_mb": _mb(growth),
+        "cuda_peak_mb": _mb(timings.cuda_peak),
         "ratios": {
             "b/a": med["b_polylens_hooks"] / med["a_bare_forward"],
             "c/b": med["c_transformer_lens"] / med["b_polylens_hooks"],
@@ -161,7 +182,7 @@ def bench_extract(
 
 
 def bench_lens(
-    spec: str = "gemma-3-270m",
+    spec: LoadedModel | str = "gemma-3-270m",
     *,
     n_prompts: int = 256,
     repeats: int = 3,
@@ -177,7 +198,7 @@ def bench_lens(
     from interp.backends import _tl_bridge
     from interp.lens import apply_lens
 
-    model = load_model(spec, device=device)
+    model = bench_model(spec, device)
     prompts = mixed_language_prompts(n_prompts)
     acts = extract(model, prompts, progress=False)
     bridge = _tl_bridge(model)
@@ -210,7 +231,7 @@ def bench_lens(
     times, growth = timings.times, timings.rss_growth
     med = timings.median
     return {
-        "model": spec,
+        "model": model.name,
         "device": str(model.device),
         "n_prompts": n_prompts,
         "layers": model.n_layers,
@@ -218,7 +239,8 @@ def bench_lens(
         "repeats": repeats,
         "median_s": med,
         "all_s": times,
-        "rss_growth_mb": {k: v / 2**20 for k, v in growth.items()},
+        "rss_growth_mb": _mb(growth),
+        "cuda_peak_mb": _mb(timings.cuda_peak),
         "ratios": {
             "time polylens/transformer_lens": med["polylens"] / med["transformer_lens"],
             "memory polylens/transformer_lens": growth["polylens"]

@@ -115,6 +115,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         batch_size=args.batch_size,
         device=args.device,
+        dtype=args.dtype,
     )
     _report(result, args.out)
 
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--device", default=None)
+    b.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights"
+    )
     b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench)
     b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")

@@ -21,6 +21,7 @@ from interp.backends import get_backend
 from interp.errors import PolylensError
 from interp.models import LoadedModel
 from interp.positions import BatchSelector, Positions, PositionsLike, is_ragged
+from interp.transfer import HostCopy, to_device
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -117,9 +118,9 @@ def pad_batch(
         mask[row, seq_len - len(ids) :] = 1
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return {
-        "input_ids": input_ids.to(device),
-        "attention_mask": mask.to(device),
-        "position_ids": position_ids.to(device),
+        "input_ids": to_device(input_ids, device),
+        "attention_mask": to_device(mask, device),
+        "position_ids": to_device(position_ids, device),
     }
 
 
@@ -199,13 +200,23 @@ def extract_rows(
     backend_options: dict | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[Float[Tensor, "row layer d_model"], Int[Tensor, " prompt_plus_one"]]:
-    """Extract the prompts at ``rows`` (in that order), batching them by length."""
+    """Extract the prompts at ``rows`` (in that order), batching them by length.
+
+    Each batch's rows are gathered on the device and copied to the host once, asynchronously;
+    the host waits for a batch's copy only after launching the next batch, so the GPU stays busy.
+    """
     run = get_backend(backend)
     model, device = plan.model, plan.model.device
     storage = STORAGE_DTYPES[plan.dtype]
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
     order = sorted(range(len(rows)), key=lambda i: -len(plan.token_ids[rows[i]]))
     per_prompt: list[Tensor | None] = [None] * len(rows)
+    in_flight: tuple[list[int], list[int], HostCopy] | None = None
+
+    def finish(chunk: list[int], counts: list[int], copy: HostCopy) -> None:
+        for i, part in zip(chunk, copy.result().split(counts)):
+            per_prompt[i] = part
+
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         chunk_rows = [rows[i] for i in chunk]
@@ -218,11 +229,14 @@ def extract_rows(
             device,
         )
         out = run(model, batch, plan.layers, select, backend_options or {})
-        counts = plan.rows_per_prompt(chunk_rows)
-        for i, part in zip(chunk, out.to("cpu", storage).split(counts)):
-            per_prompt[i] = part
+        copy = HostCopy.start(out.to(storage))
+        if in_flight is not None:
+            finish(*in_flight)
+        in_flight = (chunk, plan.rows_per_prompt(chunk_rows), copy)
         if on_batch:
             on_batch(len(chunk))
+    if in_flight is not None:
+        finish(*in_flight)
     counts = torch.tensor([0] + [p.shape[0] for p in per_prompt])
     return torch.cat(per_prompt), counts.cumsum(0)
 

@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import PolylensError
+from interp.transfer import to_device
 
 PositionsLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 RAGGED_KINDS = ("all", "spans")
@@ -144,10 +145,10 @@ class BatchSelector:
             pos = torch.arange(seq_len)
             lens = torch.tensor(lengths)
             mask = (pos[None, :] >= (seq_len - lens)[:, None]).float()
-            mean_mask = (mask / lens[:, None].float()).to(device)
+            mean_mask = to_device(mask / lens[:, None].float(), device)
         return cls(
-            torch.tensor(b_idx, dtype=torch.long, device=device),
-            torch.tensor(t_idx, dtype=torch.long, device=device),
+            to_device(torch.tensor(b_idx, dtype=torch.long), device),
+            to_device(torch.tensor(t_idx, dtype=torch.long), device),
             mean_mask,
         )
 

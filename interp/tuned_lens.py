@@ -40,7 +40,9 @@ class TunedLens(nn.Module):
         """Translate residuals taken at ``layer`` toward the last layer's basis."""
         if layer == self.n_layers - 1:
             return h
-        w, b = self.weight[layer].to(h.dtype), self.bias[layer].to(h.dtype)
+        # The lens follows its input: residuals may sit on a GPU while the lens was built on CPU.
+        w = self.weight[layer].to(h.device, h.dtype)
+        b = self.bias[layer].to(h.device, h.dtype)
         return h + h @ w.T + b
 
 

@@ -138,3 +138,43 @@ def test_data_cli(capsys):
     assert "0 violations" in capsys.readouterr().out
     assert main(["data", "show", "safety", "--langs", "th"]) == 2
     assert "does not cover 'th'" in capsys.readouterr().err
+
+
+def _facts_with_fake_subject() -> tuple[dict, ...]:
+    facts = [json.loads(json.dumps(it)) for it in loader_module.read_items("facts")]
+    facts[0]["subject"]["en"] = "Atlantis"
+    return tuple(facts)
+
+
+def test_cldr_fields_are_compared_only_against_the_recorded_cldr(monkeypatch):
+    import interp.data.check as check_module
+
+    built, _ = check_module.recorded_cldr(loader_module.read_items("facts"))
+    assert built == "47"
+    facts = _facts_with_fake_subject()
+    monkeypatch.setattr(check_module, "read_items", lambda name: facts)
+    # The recorded CLDR installed: the comparison runs and finds the edit.
+    monkeypatch.setattr(check_module, "get_cldr_version", lambda: built)
+    report = Report()
+    check_module.check_cldr(report)
+    assert any("subject 'Atlantis' but CLDR now says" in v for v in report.violations)
+    assert report.notes == []
+    # A newer CLDR: nothing is compared, one note says which CLDR is which and how to rebuild.
+    monkeypatch.setattr(check_module, "get_cldr_version", lambda: "99")
+    report = Report()
+    check_module.check_cldr(report)
+    assert report.violations == []
+    assert len(report.notes) == 1
+    assert "built from CLDR 47" in report.notes[0] and "has CLDR 99" in report.notes[0]
+    assert "build_cldr" in report.notes[0]
+
+
+def test_cldr_source_must_be_recorded():
+    from interp.data.check import recorded_cldr
+
+    with pytest.raises(ValueError, match="one CLDR source"):
+        recorded_cldr([{"source": "CLDR 47 via babel 2.18.0"}, {"source": "CLDR 48 via babel 2.19"}])
+    assert recorded_cldr([{"source": "CLDR 47 via babel 2.18.0; continent assignment"}]) == (
+        "47",
+        "2.18.0",
+    )

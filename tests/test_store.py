@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from tiny import PROMPTS
+from tolerance import SAME_MATH, assert_close_to_scale
 
 import interp
 from interp import store as store_module
@@ -17,7 +18,7 @@ def test_round_trip_and_manifest(llama, tmp_path):
     store = ActivationStore(tmp_path, shard_size=6)
     direct = interp.extract(llama, MANY, progress=False)
     stored = interp.extract(llama, MANY, store=store, progress=False)
-    torch.testing.assert_close(stored.tensor, direct.tensor)
+    assert_close_to_scale(stored.tensor, direct.tensor, SAME_MATH)  # other batches
     key = entry_key(stored.meta)
     manifest = json.loads((tmp_path / key / "manifest.json").read_text())
     assert manifest["model"] == llama.identity
@@ -26,15 +27,16 @@ def test_round_trip_and_manifest(llama, tmp_path):
     assert manifest["polylens_version"] == interp.__version__
     back = store.load(key)
     assert back.prompts == MANY
-    torch.testing.assert_close(back.tensor, direct.tensor)
+    assert torch.equal(back.tensor, stored.tensor)
 
 
 def test_ragged_and_bfloat16_round_trip(llama, tmp_path):
     store = ActivationStore(tmp_path, shard_size=3)
-    direct = interp.extract(llama, PROMPTS, positions="all", dtype="bfloat16", progress=False)
-    stored = interp.extract(
-        llama, PROMPTS, positions="all", dtype="bfloat16", store=store, progress=False
-    )
+    # One prompt per batch on both paths: the same computation, so bfloat16 rounding (which
+    # turns float32 differences of another batch composition into whole-ulp flips) is the same.
+    kw = dict(positions="all", dtype="bfloat16", batch_size=1, progress=False)
+    direct = interp.extract(llama, PROMPTS, **kw)
+    stored = interp.extract(llama, PROMPTS, store=store, **kw)
     assert stored.flat.dtype == torch.bfloat16
     assert torch.equal(stored.offsets, direct.offsets)
     for a, b in zip(stored.per_prompt(), direct.per_prompt()):
@@ -74,7 +76,8 @@ def test_resume_after_kill(llama, tmp_path, monkeypatch):
     )
     resumed = interp.extract(llama, MANY, store=store, progress=False)
     assert calls == [12, 18]  # only the shards the killed run had not finished
-    torch.testing.assert_close(resumed.tensor, interp.extract(llama, MANY, progress=False).tensor)
+    fresh = interp.extract(llama, MANY, progress=False)
+    assert_close_to_scale(resumed.tensor, fresh.tensor, SAME_MATH)
 
 
 def test_torn_shard_is_recomputed(llama, tmp_path):
@@ -84,7 +87,7 @@ def test_torn_shard_is_recomputed(llama, tmp_path):
     (entry / "manifest.json").unlink()
     (entry / "shard-00001.safetensors").write_bytes(b"\x00garbage")
     again = interp.extract(llama, MANY, store=store, progress=False)
-    torch.testing.assert_close(again.tensor, acts.tensor)
+    assert_close_to_scale(again.tensor, acts.tensor, SAME_MATH)
 
 
 def test_corrupted_shard_detected(llama, tmp_path):

@@ -1,7 +1,8 @@
 """Build ``facts.jsonl`` and ``boundary.jsonl`` from the Unicode CLDR (through babel).
 
-Run ``python -m interp.data.build_cldr`` to regenerate; ``polylens data check`` recomputes every
-CLDR-derived field and fails if babel now disagrees with the bundled file.
+Run ``python -m interp.data.build_cldr`` to regenerate; each fact records the CLDR and babel
+versions it came from, and ``polylens data check`` recomputes every CLDR-derived field when the
+installed babel has that CLDR (and says it skipped the comparison otherwise).
 
 What is hand-written here, and marked so in the files: which capital belongs to which country (as
 a time-zone id whose exemplar city is the capital), the continent of each country (names then

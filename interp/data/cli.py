@@ -52,6 +52,8 @@ def _check(args: argparse.Namespace) -> None:
     print(report.table())
     for violation in report.violations:
         print(violation)
+    for note in report.notes:
+        print(f"note: {note}")
     print(f"{len(report.violations)} violations")
     if not report.ok:
         sys.exit(1)
