@@ -232,3 +232,75 @@ def test_incomplete_entry_is_not_listed_as_complete(llama, tmp_path, monkeypatch
 
 def _raise(exc):
     raise exc
+
+
+# -- real processes: SIGKILL between a shard and its checksum; two writers at once ------------
+_WORKER = """
+import os, signal, sys
+from interp.models import load_model
+from interp.store import ActivationStore
+import interp, interp.store as store_module
+model_dir, root, prompts, die_at = sys.argv[1:3] + [sys.argv[3].split("|"), int(sys.argv[4])]
+real, calls = store_module.write_sidecar, []
+def write_sidecar(*a, **k):  # SIGKILL once shard number die_at is in place, before its checksum
+    calls.append(1)
+    if len(calls) == die_at + 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+store_module.write_sidecar = write_sidecar
+interp.extract(load_model(model_dir), prompts, store=ActivationStore(root, shard_size=6),
+               progress=False)
+"""
+
+
+def _worker(model_dir, root, die_at=-1):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    argv = [sys.executable, "-c", _WORKER, str(model_dir), str(root), "|".join(MANY), str(die_at)]
+    return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tiny import save_tiny
+
+    return save_tiny("llama", tmp_path_factory.mktemp("llama"))
+
+
+def test_sigkill_between_shard_and_checksum_resumes_bit_exact(model_dir, tmp_path, monkeypatch):
+    import signal
+
+    proc = _worker(model_dir, tmp_path, die_at=1)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    (row,) = ActivationStore(tmp_path).ls()
+    entry = tmp_path / row["key"]
+    assert (entry / "shard-00001.safetensors").is_file()  # in place, but no checksum recorded
+    assert not (entry / "shard-00001.safetensors.sha256").exists()
+    model = interp.load_model(str(model_dir))
+    real, calls = store_module.extract_rows, []
+    monkeypatch.setattr(
+        store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
+    )
+    resumed = interp.extract(
+        model, MANY, store=ActivationStore(tmp_path, shard_size=6), progress=False
+    )
+    assert calls == [6, 12, 18]
+    assert torch.equal(resumed.tensor, interp.extract(model, MANY, progress=False).tensor)
+
+
+def test_two_identical_extractions_at_once_stay_consistent(model_dir, tmp_path):
+    procs = [_worker(model_dir, tmp_path) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    store = ActivationStore(tmp_path)
+    (row,) = store.ls()
+    assert row["complete"] and store.verify(row["key"]) == []
+    model = interp.load_model(str(model_dir))
+    clean = interp.extract(model, MANY, progress=False)
+    assert torch.equal(store.load(row["key"]).tensor, clean.tensor)
