@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,12 +63,13 @@ def sha256_file(path: str | Path) -> str:
 @contextmanager
 def _temporary_beside(path: Path) -> Iterator[Path]:
     """A unique temporary path in ``path``'s directory, removed unless renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # A random name rather than mkstemp: mkstemp's 0600 mode would follow the file into place,
+    # where the user's umask should decide (a store shared by a group stays readable).
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}.tmp")
     try:
-        yield Path(tmp)
+        yield tmp
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> str:
@@ -137,7 +138,8 @@ def write_sealed_json(path: str | Path, record: dict) -> str:
     The checksum lives inside the file (not in a sidecar) so that one rename publishes record
     and checksum together: there is no moment where the two disagree. Returns the seal.
     """
-    body = {k: v for k, v in record.items() if k != SEAL}
+    # Sealed as it will read back: JSON turns int keys and tuples into strings and lists.
+    body = json.loads(json.dumps({k: v for k, v in record.items() if k != SEAL}))
     seal = sha256_bytes(_canonical(body))
     atomic_write_json(path, {**body, SEAL: seal})
     return seal
@@ -154,7 +156,7 @@ def read_sealed_json(path: str | Path, *, remedy: str) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptFileError(path, f"not valid JSON: {e}", remedy) from None
     if not isinstance(record, dict) or not isinstance(record.get(SEAL), str):
-        raise CorruptFileError(path, "no recorded sha256", remedy)
+        raise CorruptFileError(path, "no recorded sha256: not written by this polylens", remedy)
     body = {k: v for k, v in record.items() if k != SEAL}
     if sha256_bytes(_canonical(body)) != record[SEAL]:
         raise CorruptFileError(path, "content differs from its recorded sha256", remedy)

@@ -36,6 +36,11 @@ def test_sealed_json_round_trip_and_damage(tmp_path):
     write_sealed_json(path, {"b": [1, "é"], "a": {"x": None}})
     assert read_sealed_json(path, remedy="redo") == {"b": [1, "é"], "a": {"x": None}}
     assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
+    write_sealed_json(path, {"per_layer": {2: 0.5, 10: 0.7}, "shape": (1, 2)})  # JSON's own forms
+    assert read_sealed_json(path, remedy="redo") == {
+        "per_layer": {"2": 0.5, "10": 0.7},
+        "shape": [1, 2],
+    }
     path.write_text(path.read_text().replace("1", "2"))
     with pytest.raises(CorruptFileError, match=r"differs from its recorded sha256\); redo$"):
         read_sealed_json(path, remedy="redo")
