@@ -67,25 +67,46 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 
 
 def _cmd_cache(args: argparse.Namespace) -> None:
-    from interp.store import ActivationStore
+    import shlex
+
+    from interp.store import KEY_PATTERN, ActivationStore
 
     store = ActivationStore(args.root)
+    if args.key and not KEY_PATTERN.fullmatch(args.key) and args.action == "verify":
+        # A store or entry directory is the natural guess after `polylens extract --out DIR`.
+        where = Path(args.key)
+        if where.is_dir() and KEY_PATTERN.fullmatch(where.resolve().name):
+            root = shlex.quote(str(where.resolve().parent))
+            hint = f"polylens cache verify {where.resolve().name} --root {root}"
+            raise PolylensError(f"{args.key} is a store entry directory, not a key; run `{hint}`")
+        if where.is_dir():
+            raise PolylensError(
+                f"{args.key} is a directory, not an entry key; to verify the store in it, "
+                f"run `polylens cache verify --root {shlex.quote(args.key)}`"
+            )
     if args.action == "ls":
         rows = store.ls()
         if not rows:
             print(f"no entries in {store.root}")
         for r in rows:
-            if r["complete"]:
+            if r["status"] == "complete":
                 print(
                     f"{r['key']}  {r['model']:22s} {r['prompts']:6d} prompts"
                     f"  {r['layers']:3d} layers  {r['positions']:12s} {r['dtype']:9s}"
                     f" {r['bytes'] / 1e6:9.1f} MB"
                 )
-            else:
+            elif r["status"] == "incomplete":
                 print(f"{r['key']}  incomplete (resumes on the next identical extract)")
+            else:
+                print(f"{r['key']}  {r['status']}: {r['problem']}")
     elif args.action == "verify":
-        keys = [args.key] if args.key else [r["key"] for r in store.ls() if r["complete"]]
-        bad = [p for key in keys for p in store.verify(key)]
+        if args.key:
+            keys, bad = [args.key], store.verify(args.key)
+        else:
+            rows = [r for r in store.ls() if r["status"] in ("complete", "corrupt")]
+            keys = [r["key"] for r in rows]
+            bad = [r["problem"] for r in rows if r["status"] == "corrupt"]
+            bad += [p for r in rows if r["status"] == "complete" for p in store.verify(r["key"])]
         for p in bad:
             print(p)
         print(f"verified {len(keys)} entries: {'ok' if not bad else f'{len(bad)} problems'}")

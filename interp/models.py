@@ -27,6 +27,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from interp.architectures import Adapter, adapter_for, get_submodule
 from interp.errors import PolylensError
+from interp.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,9 @@ def _convert_gguf_cached(gguf: Path, target: Path) -> Path:
             del hf.config.quantization_config
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "polylens.json").write_text(json.dumps({"source": str(gguf), "format": "gguf"}))
+        atomic_write_text(
+            tmp / "polylens.json", json.dumps({"source": str(gguf), "format": "gguf"})
+        )
         if target.exists():  # an incomplete leftover from an older, killed run
             shutil.rmtree(target)
         tmp.rename(target)

@@ -3,55 +3,69 @@
 An entry's key hashes everything that determines its contents (model fingerprint, prompts,
 layers, positions, storage dtype), so asking twice reads back instead of recomputing. Layout::
 
-    <root>/<key>/prompts.json            the prompts, in order
-    <root>/<key>/shard-00000.safetensors  prompts [0, shard_size) ...; each written atomically
-    <root>/<key>/manifest.json            provenance, shapes, per-shard sha256; written last
+    <root>/<key>/prompts.json                    the prompts, in order
+    <root>/<key>/shard-00000.safetensors         prompts [0, shard_size) ...; each atomic
+    <root>/<key>/shard-00000.safetensors.sha256  its checksum, written after it (sha256sum format)
+    <root>/<key>/manifest.json                   provenance, shapes, sha256 of every file above;
+                                                 sealed with a sha256 of its own; written last
 
-An entry is complete only once its manifest exists; an interrupted extraction resumes from the
-shards already on disk. Reads are memory-mapped (``safe_open``) and can land on any device.
+An entry is complete only once its manifest exists. Nothing is read back unchecked: a complete
+entry against its manifest, a resumed one shard by shard against the sidecars (a shard without
+one is recomputed). Only keys of the form ``entry_key`` makes are accepted, and only paths inside
+the root are touched. Reads are memory-mapped (``safe_open``) and can land on any device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
+import re
+import shlex
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
 from interp.extract import Activations, ExtractionPlan, extract_rows
+from interp.files import (
+    CorruptFileError,
+    atomic_write_json,
+    matches_sidecar,
+    read_sealed_json,
+    save_safetensors,
+    sha256_file,
+    write_sealed_json,
+    write_sidecar,
+)
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PROMPTS = "prompts.json"
+KEY_PATTERN = re.compile(r"[0-9a-f]{20}")
+"""What ``entry_key`` returns; nothing else is ever taken for an entry."""
+_SHARD_PATTERN = re.compile(r"shard-\d{5}\.safetensors")
 _KEY_FIELDS = ("model", "prompts_hash", "layers", "positions", "dtype")
+_MANIFEST_FIELDS = (
+    "key",
+    "model",
+    "n_prompts",
+    "layers",
+    "positions",
+    "dtype",
+    "shards",
+    "prompts_sha256",
+)
 
 
 def entry_key(meta: dict) -> str:
     """Content address of an extraction: a hash of the fields that determine its tensors."""
     identity = {k: meta[k] for k in _KEY_FIELDS}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class ActivationStore:
@@ -66,6 +80,33 @@ class ActivationStore:
     def __repr__(self) -> str:
         return f"ActivationStore({str(self.root)!r})"
 
+    def rm_command(self, key: str) -> str:
+        """The exact command that removes entry ``key`` of this store."""
+        return f"polylens cache rm {key} --root {shlex.quote(str(self.root))}"
+
+    def _remedy(self, key: str) -> str:
+        return f"remove the entry with `{self.rm_command(key)}` and extract again"
+
+    def _entry(self, key: str) -> Path:
+        """The directory of entry ``key``; refused unless ``key`` is a key and stays in the root."""
+        if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+            raise PolylensError(
+                f"{key!r} is not a store entry key (20 lowercase hex characters, as "
+                "`polylens cache ls` shows them); nothing was touched"
+            )
+        entry = self.root / key
+        if entry.is_symlink():
+            raise PolylensError(
+                f"{entry} is a symbolic link, not a store entry; polylens leaves it alone "
+                "(remove the link yourself)"
+            )
+        # A key cannot climb out by itself; resolving also catches a root reached through links.
+        if entry.resolve().parent != self.root.resolve():
+            raise PolylensError(f"{entry} resolves outside the store {self.root}; refusing it")
+        if entry.exists() and not entry.is_dir():
+            raise PolylensError(f"{entry} is a file, not a store entry; move it out of the store")
+        return entry
+
     # -- writing ----------------------------------------------------------------------------
     def get_or_extract(
         self,
@@ -76,17 +117,26 @@ class ActivationStore:
         progress: bool = True,
         backend_options: dict | None = None,
     ) -> Activations:
-        """Read the entry for ``plan`` if complete; otherwise extract its missing shards."""
+        """Read the entry for ``plan`` if complete; otherwise extract its missing shards.
+
+        A shard on disk is reused only if it matches the checksum recorded when it was written;
+        an entry whose manifest is corrupted is resumed the same way (the manifest is rebuilt).
+        """
         meta = plan.meta
         key = entry_key(meta)
-        entry = self.root / key
+        entry = self._entry(key)
         if (entry / MANIFEST).is_file():
-            return self.load(key)
+            try:
+                self._read_manifest(key)
+            except CorruptFileError as e:
+                log.warning("store entry %s: %s; recomputing what cannot be trusted", key, e.reason)
+            else:
+                return self.load(key)
         entry.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(entry / "prompts.json", json.dumps(plan.prompts, ensure_ascii=False))
+        atomic_write_json(entry / PROMPTS, plan.prompts, indent=None)
         n = len(plan.prompts)
         starts = range(0, n, self.shard_size)
-        todo = [s for s in starts if not self._shard_ok(entry / _shard_name(s, self.shard_size))]
+        todo = [s for s in starts if not matches_sidecar(entry / self._shard_name(s))]
         with tqdm(total=n, desc="extract", unit="prompt", disable=not progress) as bar:
             bar.update(n - sum(min(self.shard_size, n - s) for s in todo))
             for start in todo:
@@ -99,57 +149,75 @@ class ActivationStore:
                     backend_options=backend_options,
                     on_batch=bar.update,
                 )
-                self._write_shard(entry / _shard_name(start, self.shard_size), flat, offsets)
-        shards = [_shard_name(s, self.shard_size) for s in starts]
+                path = entry / self._shard_name(start)
+                # Shard first, then its checksum: a kill in between leaves a shard that is redone.
+                write_sidecar(path, save_safetensors(path, {"acts": flat, "offsets": offsets}))
+        # Hashed again as the manifest is sealed: another process may have replaced a shard.
+        shards = {}
+        for start in starts:
+            name = self._shard_name(start)
+            shards[name] = matches_sidecar(entry / name)
+            if shards[name] is None:
+                raise PolylensError(
+                    f"shard {name} of store entry {key} changed while it was extracted "
+                    "(another process writing the same entry?); run the extraction again"
+                )
         manifest = {
             **meta,
             "key": key,
             "backend": backend,
             "shard_size": self.shard_size,
-            "shards": {name: sha256_file(entry / name) for name in shards},
+            "prompts_sha256": sha256_file(entry / PROMPTS),
+            "shards": shards,
         }
-        _atomic_write_text(entry / MANIFEST, json.dumps(manifest, indent=2))
+        write_sealed_json(entry / MANIFEST, manifest)
         return self.load(key, verify=False)
 
-    @staticmethod
-    def _write_shard(path: Path, flat: torch.Tensor, offsets: torch.Tensor) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"acts": flat.contiguous(), "offsets": offsets}, str(tmp))
-        os.replace(tmp, path)
-
-    @staticmethod
-    def _shard_ok(path: Path) -> bool:
-        if not path.is_file():
-            return False
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {"acts", "offsets"} <= set(f.keys())
-        except Exception:  # a torn or foreign file: recompute the shard
-            return False
+    def _shard_name(self, start: int) -> str:
+        return f"shard-{start // self.shard_size:05d}.safetensors"
 
     # -- reading ----------------------------------------------------------------------------
-    def manifest(self, key: str) -> dict:
-        """The manifest of a complete entry."""
+    def _read_manifest(self, key: str) -> dict:
+        """The sealed manifest of ``key``; ``CorruptFileError`` unless it is intact and whole."""
         path = self.root / key / MANIFEST
-        if not path.is_file():
-            known = ", ".join(e["key"] for e in self.ls()) or "none"
-            raise PolylensError(
-                f"no complete store entry {key!r} in {self.root}; complete entries: {known}"
+        manifest = read_sealed_json(path, remedy=self._remedy(key))
+        missing = [f for f in _MANIFEST_FIELDS if f not in manifest]
+        if missing:
+            raise CorruptFileError(path, f"no {missing[0]!r} field", self._remedy(key))
+        if manifest["key"] != key:
+            raise CorruptFileError(path, f"it describes entry {manifest['key']}", self._remedy(key))
+        names = list(manifest["shards"])
+        if not all(_SHARD_PATTERN.fullmatch(name) for name in names):
+            raise CorruptFileError(path, "a shard name that is not the store's", self._remedy(key))
+        return manifest
+
+    def manifest(self, key: str) -> dict:
+        """The manifest of a complete entry (its own checksum verified)."""
+        entry = self._entry(key)
+        if not (entry / MANIFEST).is_file():
+            known = ", ".join(r["key"] for r in self.ls() if r["complete"]) or "none"
+            state = (
+                "is incomplete (an interrupted extraction)" if entry.is_dir() else "does not exist"
             )
-        return json.loads(path.read_text())
+            raise PolylensError(
+                f"no complete store entry {key!r} in {self.root}: it {state}; "
+                f"complete entries: {known}"
+            )
+        return self._read_manifest(key)
 
     def load(
         self, key: str, *, device: str | torch.device = "cpu", verify: bool = True
     ) -> Activations:
-        """Read an entry back (memory-mapped), checking every shard's sha256 unless told not to."""
+        """Read an entry back (memory-mapped), checking every file's sha256 unless told not to.
+
+        The manifest and ``prompts.json`` are always checked; ``verify=False`` skips hashing
+        the shards (for an entry this process has just checked).
+        """
         manifest = self.manifest(key)
-        if verify:
-            problems = self.verify(key)
-            if problems:
-                raise PolylensError(
-                    f"{problems[0]}; run `polylens cache rm {key}` and extract again"
-                )
         entry = self.root / key
+        problems = self.verify(key) if verify else self._problems(key, manifest, shards=False)
+        if problems:
+            raise PolylensError(problems[0])
         parts, offsets, base = [], [torch.zeros(1, dtype=torch.long)], 0
         for name in manifest["shards"]:
             with safe_open(str(entry / name), framework="pt", device=str(device)) as f:
@@ -157,49 +225,96 @@ class ActivationStore:
                 local = f.get_tensor("offsets").cpu()
             offsets.append(local[1:] + base)
             base += int(local[-1])
-        prompts = json.loads((entry / "prompts.json").read_text(encoding="utf-8"))
+        prompts = json.loads((entry / PROMPTS).read_text(encoding="utf-8"))
         meta = {k: v for k, v in manifest.items() if k != "shards"}
         return Activations(torch.cat(parts), torch.cat(offsets), manifest["layers"], prompts, meta)
 
     def verify(self, key: str) -> list[str]:
-        """Problems with an entry (missing or corrupted shards); empty when it is intact."""
-        manifest = self.manifest(key)
+        """Problems with an entry, one line each (with the command that removes it); empty if ok.
+
+        An incomplete entry, a corrupted manifest, and every missing or corrupted file are
+        problems; an entry that does not exist is an error.
+        """
+        entry = self._entry(key)
+        if not entry.is_dir():
+            raise PolylensError(f"no store entry {key!r} in {self.root}; see `polylens cache ls`")
+        if not (entry / MANIFEST).is_file():
+            return [
+                f"store entry {key} is incomplete (an interrupted extraction: the same extract "
+                f"resumes it); or remove it with `{self.rm_command(key)}`"
+            ]
+        try:
+            manifest = self._read_manifest(key)
+        except CorruptFileError as e:
+            return [str(e)]
+        return self._problems(key, manifest, shards=True)
+
+    def _problems(self, key: str, manifest: dict, *, shards: bool) -> list[str]:
+        files = {PROMPTS: manifest["prompts_sha256"]}
+        if shards:
+            files.update(manifest["shards"])
         problems = []
-        for name, digest in manifest["shards"].items():
+        for name, digest in files.items():
             path = self.root / key / name
             if not path.is_file():
-                problems.append(f"shard {name} of store entry {key} is missing")
+                problems.append(f"{name} of store entry {key} is missing; {self._remedy(key)}")
             elif sha256_file(path) != digest:
-                problems.append(f"shard {name} of store entry {key} is corrupted (sha256 mismatch)")
+                problems.append(
+                    f"{name} of store entry {key} is corrupted (sha256 mismatch); "
+                    f"{self._remedy(key)}"
+                )
         return problems
 
     def ls(self) -> list[dict]:
-        """One summary per entry, complete or not."""
+        """One summary per entry: ``status`` complete, incomplete or corrupt (with ``problem``).
+
+        Only directories named like a key count as entries; a link named like one is listed as
+        ``foreign`` and never followed.
+        """
         if not self.root.is_dir():
             return []
         rows = []
-        for entry in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
-            row = {"key": entry.name, "complete": (entry / MANIFEST).is_file(), "bytes": size}
-            if row["complete"]:
-                m = json.loads((entry / MANIFEST).read_text())
+        for path in sorted(self.root.iterdir()):
+            if not KEY_PATTERN.fullmatch(path.name):
+                continue
+            if path.is_symlink():
+                rows.append(
+                    {
+                        "key": path.name,
+                        "status": "foreign",
+                        "complete": False,
+                        "bytes": 0,
+                        "problem": f"{path} is a symbolic link, not a store entry; "
+                        "polylens leaves it alone",
+                    }
+                )
+            elif path.is_dir():
+                rows.append(self._summary(path))
+        return rows
+
+    def _summary(self, entry: Path) -> dict:
+        size = sum(f.lstat().st_size for f in entry.iterdir() if not f.is_symlink())
+        row = {"key": entry.name, "status": "incomplete", "complete": False, "bytes": size}
+        if (entry / MANIFEST).is_file():
+            try:
+                m = self._read_manifest(entry.name)
+            except CorruptFileError as e:
+                row.update(status="corrupt", problem=str(e))
+            else:
                 row.update(
+                    status="complete",
+                    complete=True,
                     model=m["model"]["name"],
                     prompts=m["n_prompts"],
                     layers=len(m["layers"]),
                     positions=m["positions"],
                     dtype=m["dtype"],
                 )
-            rows.append(row)
-        return rows
+        return row
 
     def rm(self, key: str) -> None:
-        """Delete an entry, complete or not."""
-        entry = self.root / key
+        """Delete an entry, complete or not (never anything but a key's directory in the root)."""
+        entry = self._entry(key)
         if not entry.is_dir():
             raise PolylensError(f"no store entry {key!r} in {self.root}")
         shutil.rmtree(entry)
-
-
-def _shard_name(start: int, shard_size: int) -> str:
-    return f"shard-{start // shard_size:05d}.safetensors"

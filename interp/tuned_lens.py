@@ -5,24 +5,29 @@ next-token distribution (minimum KL).
 
 Translator of layer l: ``h + W_l h + b_l`` with ``W_l = 0, b_l = 0`` at start, so an untrained
 tuned lens is exactly the logit lens. The last layer keeps the identity (it is already exact).
-Trained translators are saved in the polylens cache keyed by the model's fingerprint.
+Trained translators are saved in the polylens cache keyed by the model's fingerprint, with a
+sealed ``provenance.json`` (written last) that records their sha256; loading checks it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
 from interp.extract import extract
+from interp.files import (
+    CorruptFileError,
+    load_safetensors,
+    read_sealed_json,
+    save_safetensors,
+    write_sealed_json,
+)
 from interp.lens import decode_logits
 from interp.models import LoadedModel, cache_dir
 
@@ -178,31 +183,35 @@ def load_or_train_tuned_lens(
     from interp.data import load, prompts_of
 
     path = _path(model, config)
-    weights = path / "translators.safetensors"
-    if weights.is_file():
-        lens = TunedLens(model.n_layers, model.d_model)
-        lens.load_state_dict(load_file(str(weights)))
-        return lens.to(model.device).eval()
+    weights, record = path / "translators.safetensors", path / "provenance.json"
+    if record.is_file():  # written last: translators without it are a killed run's, retrained
+        return _load_cached(model, weights, record).to(model.device).eval()
     residuals = training_residuals(
         model, prompts_of(load(config.dataset, split="train")), store=store
     )
     lens, losses = train_tuned_lens(model, residuals, config)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / ".translators.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in lens.state_dict().items()}, str(tmp))
-    (path / "provenance.json").write_text(
-        json.dumps(
-            {
-                "model": model.identity,
-                "config": asdict(config),
-                "final_loss": losses[-1],
-                "first_loss": losses[0],
-                "polylens_version": __version__,
-            },
-            indent=2,
-        )
-    )
-    os.replace(tmp, weights)
+    state = {k: v.detach().cpu() for k, v in lens.state_dict().items()}
+    provenance = {
+        "model": model.identity,
+        "config": asdict(config),
+        "final_loss": losses[-1],
+        "first_loss": losses[0],
+        "polylens_version": __version__,
+        "translators_sha256": save_safetensors(weights, state),
+    }
+    write_sealed_json(record, provenance)
+    return lens
+
+
+def _load_cached(model: LoadedModel, weights: Path, record: Path) -> TunedLens:
+    """The cached translators, after checking them against the sha256 in their provenance."""
+    remedy = f"delete {record.parent} to retrain the tuned lens"
+    provenance = read_sealed_json(record, remedy=remedy)
+    if not isinstance(provenance.get("translators_sha256"), str):
+        raise CorruptFileError(record, "no translators_sha256", remedy)
+    lens = TunedLens(model.n_layers, model.d_model)
+    lens.load_state_dict(load_safetensors(weights, provenance["translators_sha256"], remedy=remedy))
     return lens
 
 

@@ -1,14 +1,21 @@
-"""A fitted probe as an artifact: safetensors weights plus a JSON record of what it is."""
+"""A fitted probe as an artifact: safetensors weights plus a JSON record of what it is.
+
+The record (written last, sealed with its own sha256) holds the weights' sha256; loading checks
+both, so a flipped bit is refused instead of loaded.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
-
 from interp.errors import PolylensError
+from interp.files import (
+    CorruptFileError,
+    load_safetensors,
+    read_sealed_json,
+    save_safetensors,
+    write_sealed_json,
+)
 from probes.linear import LinearProbe
 
 _TENSORS = ("weight", "bias", "mean", "std")
@@ -24,13 +31,16 @@ def save_probe(probe: LinearProbe, path: str | Path, info: dict) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: getattr(probe, name).detach().cpu().contiguous() for name in _TENSORS}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path.with_suffix(".safetensors"))
-    record = {**info, "polylens_version": __version__, "normalisation": "per-layer standardise"}
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2, ensure_ascii=False))
-    return path.with_suffix(".safetensors")
+    tensors = {name: getattr(probe, name).detach().cpu() for name in _TENSORS}
+    weights = path.with_suffix(".safetensors")
+    record = {
+        **info,
+        "polylens_version": __version__,
+        "normalisation": "per-layer standardise",
+        "weights_sha256": save_safetensors(weights, tensors),
+    }
+    write_sealed_json(path.with_suffix(".json"), record)
+    return weights
 
 
 def load_probe(path: str | Path, model=None) -> tuple[LinearProbe, dict]:
@@ -39,11 +49,14 @@ def load_probe(path: str | Path, model=None) -> tuple[LinearProbe, dict]:
     weights, record = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not weights.is_file() or not record.is_file():
         raise PolylensError(f"no probe at {path} (need {weights.name} and {record.name})")
-    info = json.loads(record.read_text())
+    remedy = f"delete {weights} and {record} and fit the probe again"
+    info = read_sealed_json(record, remedy=remedy)
+    if not isinstance(info.get("weights_sha256"), str):
+        raise CorruptFileError(record, "no weights_sha256", remedy)
     if model is not None and info.get("model") != model.identity:
         raise PolylensError(
             f"probe {path.name} was fitted on {info.get('model')}, not on {model.identity}; "
             "fit it again on this model"
         )
-    tensors = load_file(str(weights))
+    tensors = load_safetensors(weights, info["weights_sha256"], remedy=remedy)
     return LinearProbe(*(tensors[name] for name in _TENSORS)), info

@@ -54,7 +54,7 @@ def test_extract_then_cache_commands(tiny_dir, tmp_path, capsys):
         (["extract", "--model", "nope", "--prompts", "x.txt"], "prompt file x.txt does not exist"),
         (["extract", "--model", "nope"], "give exactly one of --prompts FILE or --dataset NAME"),
         (["cache", "rm", "--root", "/tmp/none"], "needs a KEY"),
-        (["cache", "verify", "abc", "--root", "/tmp/none"], "no complete store entry 'abc'"),
+        (["cache", "verify", "abc", "--root", "/tmp/none"], "'abc' is not a store entry key"),
     ],
 )
 def test_errors_are_one_line_exit_2(argv, message, capsys):
