@@ -173,7 +173,7 @@ def test_cldr_source_must_be_recorded():
     from interp.data.check import recorded_cldr
 
     with pytest.raises(ValueError, match="one CLDR source"):
-        recorded_cldr([{"source": "CLDR 47 via babel 2.18.0"}, {"source": "CLDR 48 via babel 2.19"}])
+        recorded_cldr([{"source": "CLDR 47 via babel 2.18.0"}, {"source": "CLDR 48 via babel 2"}])
     assert recorded_cldr([{"source": "CLDR 47 via babel 2.18.0; continent assignment"}]) == (
         "47",
         "2.18.0",

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from tolerance import (
     DEEP_FORWARD,
     OTHER_IMPLEMENTATION,

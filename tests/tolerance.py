@@ -3,10 +3,10 @@
 Two float32 computations of the same function that differ only in reduction order (another
 batch composition, BLAS kernel, GPU, chunking) agree to a few units of float32's epsilon
 (1.2e-7) *relative to the magnitudes involved*, not in absolute terms: Gemma's residual stream
-reaches ~3.6e4, its log-probabilities span ~-40..0 over 262,144 tokens. So every comparison here is
-``max |actual - expected| <= rel * scale`` with ``scale`` the largest magnitude compared, and ``rel``
-one of the named budgets below. Each budget is far below what a real bug changes (a missing norm,
-soft-cap, layer shift or wrong position moves things by O(scale)).
+reaches ~3.6e4, its log-probabilities span ~-40..0 over 262,144 tokens. So every comparison
+here is ``max |actual - expected| <= rel * scale`` with ``scale`` the largest magnitude compared,
+and ``rel`` one of the named budgets below. Each budget is far below what a real bug changes
+(a missing norm, soft-cap, layer shift or wrong position moves things by O(scale)).
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-
-import re
 
 import babel
 from babel import Locale
