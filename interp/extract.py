@@ -208,14 +208,16 @@ def extract_rows(
     run = get_backend(backend)
     model, device = plan.model, plan.model.device
     storage = STORAGE_DTYPES[plan.dtype]
+    counts = torch.tensor([0] + plan.rows_per_prompt(rows))
+    offsets = counts.cumsum(0)
+    # The result is allocated once; each batch's rows are written into it in one pass.
+    flat = torch.empty(int(offsets[-1]), len(plan.layers), model.d_model, dtype=storage)
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
     order = sorted(range(len(rows)), key=lambda i: -len(plan.token_ids[rows[i]]))
-    per_prompt: list[Tensor | None] = [None] * len(rows)
-    in_flight: tuple[list[int], list[int], HostCopy] | None = None
+    in_flight: tuple[Tensor, HostCopy] | None = None
 
-    def finish(chunk: list[int], counts: list[int], copy: HostCopy) -> None:
-        for i, part in zip(chunk, copy.result().split(counts)):
-            per_prompt[i] = part
+    def finish(destination: Tensor, copy: HostCopy) -> None:
+        flat.index_copy_(0, destination, copy.wait())
 
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -232,13 +234,13 @@ def extract_rows(
         copy = HostCopy.start(out.to(storage))
         if in_flight is not None:
             finish(*in_flight)
-        in_flight = (chunk, plan.rows_per_prompt(chunk_rows), copy)
+        destination = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in chunk])
+        in_flight = (destination, copy)
         if on_batch:
             on_batch(len(chunk))
     if in_flight is not None:
         finish(*in_flight)
-    counts = torch.tensor([0] + [p.shape[0] for p in per_prompt])
-    return torch.cat(per_prompt), counts.cumsum(0)
+    return flat, offsets
 
 
 def extract(

@@ -41,9 +41,12 @@ class HostCopy:
         done.record(torch.cuda.current_stream(tensor.device))
         return cls(pinned, done)
 
-    def result(self) -> Tensor:
-        """The host tensor, once the copy has finished (pageable: the pinned block is reused)."""
-        if self.done is None:
-            return self.pinned
-        self.done.synchronize()
-        return self.pinned.clone()
+    def wait(self) -> Tensor:
+        """The host tensor, once the copy has finished.
+
+        On CUDA it is a pinned block that the allocator reuses once dropped: copy out what you
+        keep.
+        """
+        if self.done is not None:
+            self.done.synchronize()
+        return self.pinned

@@ -161,9 +161,10 @@ def test_symlinked_entry_is_never_followed(tmp_path):
 
 
 def test_corrupted_shard_without_manifest_is_recomputed(llama, tmp_path, monkeypatch):
-    store = ActivationStore(tmp_path, shard_size=6)
-    clean = interp.extract(llama, MANY, progress=False)
-    entry = tmp_path / entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
+    # A clean store of the same shards: the same batches, so equal on any device (not only CPU).
+    clean = interp.extract(llama, MANY, store=ActivationStore(tmp_path / "clean", shard_size=6))
+    store = ActivationStore(tmp_path / "store", shard_size=6)
+    entry = store.root / entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
     _flip(entry / "shard-00000.safetensors")  # inside the tensor data: safetensors still opens it
     (entry / "shard-00002.safetensors.sha256").unlink()  # a shard whose checksum was never recorded
     (entry / "manifest.json").unlink()
@@ -262,9 +263,17 @@ def _worker(model_dir, root, die_at=-1):
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    path = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     argv = [sys.executable, "-c", _WORKER, str(model_dir), str(root), "|".join(MANY), str(die_at)]
     return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _clean(model, tmp_path):
+    """An uninterrupted extraction in the same shards (the same batches: equal on any device)."""
+    return interp.extract(
+        model, MANY, store=ActivationStore(tmp_path / "clean", shard_size=6), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +302,7 @@ def test_sigkill_between_shard_and_checksum_resumes_bit_exact(model_dir, tmp_pat
         model, MANY, store=ActivationStore(tmp_path, shard_size=6), progress=False
     )
     assert calls == [6, 12, 18]
-    assert torch.equal(resumed.tensor, interp.extract(model, MANY, progress=False).tensor)
+    assert torch.equal(resumed.tensor, _clean(model, tmp_path).tensor)
 
 
 def test_two_identical_extractions_at_once_stay_consistent(model_dir, tmp_path):
@@ -305,5 +314,4 @@ def test_two_identical_extractions_at_once_stay_consistent(model_dir, tmp_path):
     (row,) = store.ls()
     assert row["complete"] and store.verify(row["key"]) == []
     model = interp.load_model(str(model_dir))
-    clean = interp.extract(model, MANY, progress=False)
-    assert torch.equal(store.load(row["key"]).tensor, clean.tensor)
+    assert torch.equal(store.load(row["key"]).tensor, _clean(model, tmp_path).tensor)
