@@ -91,7 +91,7 @@ def read_yaml_mapping(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise PolylensError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if values is None:
         return {}

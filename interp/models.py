@@ -21,6 +21,7 @@ from pathlib import Path
 
 import platformdirs
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -259,7 +260,7 @@ def load_model(
     try:
         hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype).to(device)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         # Damaged or foreign files surface here as library errors several frames deep.
         raise PolylensError(
             f"could not load the model in {directory} ({_first_line(e)}); "
