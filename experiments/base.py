@@ -62,7 +62,10 @@ class ExperimentConfig:
             self.langs = self.langs.split(",")
         validate_fields(self)
         self.langs = check_langs(self.langs)
-        check_device(self.device)
+        try:
+            check_device(self.device)
+        except PolylensError as e:
+            raise PolylensError(f"config field device: {e}") from None
 
 
 def load_config(

@@ -35,7 +35,7 @@ _OPEN: list[ResultDir] = []
 
 def check_result_target(name: str, out: str | Path) -> Path:
     """``<out>/<name>``, checked before any work: writable, and absent or a previous result."""
-    target = check_output_dir(out, "out") / name
+    target = check_output_dir(out, "out directory") / name
     if target.exists() and not target.is_dir():
         raise PolylensError(f"{target} is an existing file; choose another out directory")
     if target.is_dir():
