@@ -9,6 +9,7 @@ the bad value and what is expected.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -109,6 +110,9 @@ def convert(value: Any, tp: Any) -> Any:
             raise _Invalid from None
     if tp is str and isinstance(value, str):
         return value
+    if tp is str and isinstance(value, os.PathLike):
+        # Paths (out, store, a model directory) are kept as text, as in config.yaml.
+        return os.fspath(value)
     raise _Invalid
 
 

@@ -1,5 +1,6 @@
 """Unit tier: every config field is validated by type and range when the config is built."""
 
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -73,6 +74,7 @@ def test_values_are_normalised():
     assert isinstance(config.memory_budget_mb, float)
     # YAML 1.1 reads 1e-3 as a string; a float field takes it.
     assert BarrierConfig(prob_threshold="1e-3").prob_threshold == 0.001
+    assert ExperimentConfig(out=Path("r"), store=None).out == "r"
 
 
 def test_bad_config_fails_before_anything_is_written(tmp_path, monkeypatch):
