@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.base import ExperimentConfig, load_config
+from experiments.results import check_result_target, discard_uncommitted
 from interp.errors import PolylensError
 
 
@@ -56,7 +57,25 @@ def get_experiment(name: str) -> Experiment:
 def run_experiment(
     name: str, config_file: str | Path | None = None, overrides: dict | None = None
 ) -> Path:
-    """Resolve the config of ``name`` and run it; returns the result directory."""
+    """Resolve the config of ``name`` and run it; returns the result directory.
+
+    The config and the result's place are checked before anything loads; a run that fails or is
+    interrupted drops its unfinished result and leaves the previous one as it was.
+    """
     experiment = get_experiment(name)
     config = load_config(experiment.config_class, name, config_file, overrides or {})
-    return experiment.run(config)
+    check_result_target(name, config.out)
+    try:
+        path = experiment.run(config)
+    except BaseException:
+        discard_uncommitted()
+        raise
+    if discard_uncommitted():
+        raise RuntimeError(f"experiment {name!r} returned without ResultDir.commit()")
+    return path
+
+
+def experiment_list() -> str:
+    """One line per registered experiment: its name and what it does."""
+    _load_all()
+    return "\n".join(f"  {e.name:22s}{e.description}" for e in EXPERIMENTS.values())

@@ -1,28 +1,36 @@
-"""What every experiment shares: its config base and its result directory.
+"""What every experiment shares: its config base, config loading and its result directory.
 
 A result is a directory: ``config.yaml`` (fully resolved), ``metrics.json``, ``tables/*.csv``,
-``figures/*.png`` and ``figures/*.html`` (plotly, self-contained), and ``report.html``.
+``figures/*.png`` and ``figures/*.html`` (plotly, self-contained), and ``report.html``, written
+atomically by ``ResultDir`` (``experiments/results.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import dataclasses
-import html
-import json
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import yaml
 
+from experiments.fields import Range, at_least, validate_fields
+from experiments.results import Figure, ResultDir
+from interp.checks import check_device, read_text_file
 from interp.data import DEFAULT_LANGS
 from interp.data.languages import check_langs
 from interp.errors import PolylensError
+
+__all__ = [
+    "CONFIG_DIR",
+    "ExperimentConfig",
+    "Figure",
+    "ResultDir",
+    "load_config",
+    "seed_everything",
+]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -46,12 +54,18 @@ class ExperimentConfig:
     store: str | None = None
     """Activation store directory (default: the polylens cache)."""
 
+    _ranges: ClassVar[dict[str, Range]] = {"batch_size": at_least(1)}
+    """Allowed intervals of numeric fields; subclasses add theirs (see ``experiments.fields``)."""
+
     def __post_init__(self) -> None:
         if isinstance(self.langs, str):
             self.langs = self.langs.split(",")
-        self.langs = check_langs(list(self.langs))
-        if self.batch_size < 1:
-            raise PolylensError("batch_size must be at least 1")
+        validate_fields(self)
+        self.langs = check_langs(self.langs)
+        try:
+            check_device(self.device)
+        except PolylensError as e:
+            raise PolylensError(f"config field device: {e}") from None
 
 
 def load_config(
@@ -60,12 +74,8 @@ def load_config(
     """Defaults from ``configs/<name>.yaml``, then the user's YAML, then overrides."""
     values: dict = {}
     for source in (CONFIG_DIR / f"{name}.yaml", path):
-        if source is None:
-            continue
-        source = Path(source)
-        if not source.is_file():
-            raise PolylensError(f"config file {source} does not exist")
-        values.update(yaml.safe_load(source.read_text()) or {})
+        if source is not None:
+            values.update(read_yaml_mapping(source))
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
@@ -76,92 +86,31 @@ def load_config(
     return cls(**values)
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The ``field: value`` mapping of a YAML config file (empty file: no fields)."""
+    text = read_text_file(path, "config file")
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PolylensError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise PolylensError(
+            f"config file {path} holds a {type(values).__name__}, not a mapping; "
+            "write one `field: value` per line"
+        )
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise PolylensError(f"config file {path} has a non-text key {bad[0]!r}; keys are names")
+    return values
+
+
 def seed_everything(seed: int) -> None:
     """Same config and seed, same numbers."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class Figure:
-    """A figure of the report: a PNG, an interactive HTML twin and what it shows."""
-
-    name: str
-    title: str
-    explanation: str
-
-
-class ResultDir:
-    """Writes one experiment's result directory."""
-
-    def __init__(self, name: str, config: ExperimentConfig) -> None:
-        self.name = name
-        self.path = Path(config.out) / name
-        (self.path / "tables").mkdir(parents=True, exist_ok=True)
-        (self.path / "figures").mkdir(parents=True, exist_ok=True)
-        self.figures: list[Figure] = []
-        self.notes: list[str] = []
-        (self.path / "config.yaml").write_text(
-            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True)
-        )
-
-    def table(self, name: str, rows: Sequence[dict]) -> Path:
-        """Write ``tables/<name>.csv`` (one dict per row, same keys)."""
-        path = self.path / "tables" / f"{name}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            if rows:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-        return path
-
-    def figure(self, name: str, title: str, explanation: str, mpl_fig, plotly_fig) -> None:
-        """Save a matplotlib PNG and a self-contained plotly HTML (plotly.js inlined)."""
-        import matplotlib.pyplot as plt
-
-        mpl_fig.savefig(self.path / "figures" / f"{name}.png", dpi=120, bbox_inches="tight")
-        plt.close(mpl_fig)
-        plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs=True)
-        self.figures.append(Figure(name, title, explanation))
-
-    def metrics(self, metrics: dict) -> None:
-        """Write ``metrics.json``."""
-        (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-
-    def report(self, title: str, intro: str, metrics: dict) -> Path:
-        """Write ``report.html``: the key numbers, then every figure with its explanation."""
-        parts = [
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
-            "img{max-width:100%;border:1px solid #ddd}td,th{padding:2px 10px;text-align:left}"
-            "</style></head><body>",
-            f"<h1>{html.escape(title)}</h1><p>{intro}</p><h2>Key numbers</h2><table>",
-        ]
-        for key, value in metrics.items():
-            if not isinstance(value, (dict, list)):
-                parts.append(
-                    f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>"
-                )
-        parts.append("</table>")
-        for note in self.notes:
-            parts.append(f"<p>{note}</p>")
-        for fig in self.figures:
-            png = (self.path / "figures" / f"{fig.name}.png").read_bytes()
-            parts.append(
-                f"<h2>{html.escape(fig.title)}</h2><p>{fig.explanation}</p>"
-                f"<img alt='{fig.name}' src='data:image/png;base64,"
-                f"{base64.b64encode(png).decode()}'>"
-                f"<p><a href='figures/{fig.name}.html'>interactive version</a></p>"
-            )
-        parts.append(
-            "<p>Tables: "
-            + ", ".join(
-                f"<a href='tables/{p.name}'>{p.name}</a>"
-                for p in sorted((self.path / "tables").glob("*.csv"))
-            )
-            + ". All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>"
-        )
-        path = self.path / "report.html"
-        path.write_text("\n".join(parts), encoding="utf-8")
-        return path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
+from experiments.fields import Range, above, at_least
 from interp import plots
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
@@ -37,9 +39,9 @@ class BoundaryConfig(ExperimentConfig):
 
     n_per_class: int = 100
     """Known and unknown questions per language (the same items in every language)."""
-    labels: str = "construction"
+    labels: Literal["construction", "model"] = "construction"
     """construction (answerable = known) or model (the model's own answer decides)."""
-    position: str = "last"
+    position: Literal["last", "mean"] = "last"
     """last (the question's last token) or mean (over its tokens)."""
     chat: bool = False
     """Wrap questions in the model's chat template."""
@@ -47,6 +49,12 @@ class BoundaryConfig(ExperimentConfig):
     """Cross-validation folds."""
     C: float = 1.0  # noqa: N815 (scikit-learn's name)
     """Inverse L2 strength of the logistic probe."""
+
+    _ranges: ClassVar[dict[str, Range]] = {
+        "n_per_class": at_least(1),
+        "folds": at_least(2),
+        "C": above(0),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -267,7 +275,7 @@ def run(config: BoundaryConfig) -> Path:
         metrics["offset_r2_best_layer_mean"] = float(np.mean(at_best))
     out.metrics(metrics)
     out.report("Knowledge boundary across languages", __doc__.split("\n\n")[1], metrics)
-    return out.path
+    return out.commit()
 
 
 def _probe_curves(

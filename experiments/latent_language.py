@@ -147,4 +147,4 @@ def run(config: TranslationConfig) -> Path:
     }
     out.metrics(metrics)
     out.report("Latent language of translation", __doc__.split("\n\n")[1], metrics)
-    return out.path
+    return out.commit()

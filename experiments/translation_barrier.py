@@ -12,16 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from experiments import register
 from experiments.base import ResultDir, seed_everything
+from experiments.fields import Range
 from experiments.translation_task import TranslationConfig, run_task
 from interp import plots
 from interp.data import LANGUAGES
-from interp.errors import PolylensError
 
 NAME = "translation-barrier"
 OUTCOMES = ("correct", "translation_failure", "task_solving_failure")
@@ -37,10 +38,7 @@ class BarrierConfig(TranslationConfig):
     """Do not count the source-language word as decoded: it is in the prompt, so seeing it in an
     intermediate layer may be copying, not translating."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.prob_threshold <= 1:
-            raise PolylensError("prob_threshold must be in (0, 1]")
+    _ranges: ClassVar[dict[str, Range]] = {"prob_threshold": Range(0, 1, lo_open=True)}
 
 
 def classify(final_correct: bool, decoded: Sequence[bool]) -> str:
@@ -191,4 +189,4 @@ def run(config: BarrierConfig) -> Path:
     }
     out.metrics(metrics)
     out.report("Translation barrier", __doc__.split("\n\n")[1], metrics)
-    return out.path
+    return out.commit()

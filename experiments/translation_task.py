@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 
 from experiments.base import ExperimentConfig
+from experiments.fields import Range, above, at_least
 from interp.data import LANGUAGES, load
 from interp.errors import PolylensError
 from interp.extract import extract
@@ -41,7 +43,7 @@ class TranslationConfig(ExperimentConfig):
     """Also run source == target (the repetition task)."""
     drop_collisions: bool = True
     """Drop a word for a pair when its target first tokens are also English or source ones."""
-    lens: str = "logit"
+    lens: Literal["logit", "tuned"] = "logit"
     """logit or tuned."""
     top_k: int = 10
     """Top tokens kept per layer (translation-barrier's decoding criterion)."""
@@ -50,12 +52,13 @@ class TranslationConfig(ExperimentConfig):
     bootstrap: int = 1000
     """Bootstrap resamples (over words) for the 95% intervals."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.lens not in ("logit", "tuned"):
-            raise PolylensError(f"unknown lens {self.lens!r}; use logit or tuned")
-        if self.n_words < 1 or self.n_demos < 1:
-            raise PolylensError("n_words and n_demos must be at least 1")
+    _ranges: ClassVar[dict[str, Range]] = {
+        "n_words": at_least(1),
+        "n_demos": at_least(1),
+        "top_k": at_least(1),
+        "memory_budget_mb": above(0),
+        "bootstrap": at_least(1),
+    }
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The ``polylens`` command line. ``main(argv)`` takes an argument list so tests call it in-process.
 
-Every user error (``PolylensError``) prints one line to stderr and exits with code 2.
+Every user error (``PolylensError`` or a bad argument) prints one line to stderr and exits with
+code 2; Ctrl-C prints one line and exits with code 130. Arguments, output paths and input files
+are checked before a model loads.
 """
 
 from __future__ import annotations
@@ -9,13 +11,67 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from interp.checks import (
+    check_device,
+    check_output_dir,
+    check_output_file,
+    read_text_file,
+    write_output_file,
+)
 from interp.errors import PolylensError
 from interp.tuned_lens import TunedLensConfig
 
 TUNED_DEFAULTS = TunedLensConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the CLI's format), not usage + message."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        raise PolylensError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """An argparse type: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            noun = "integer" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (``interp.checks.check_device``)."""
+    try:
+        return check_device(text)
+    except PolylensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _ExperimentsHelp(argparse.Action):
+    """``polylens run --help``: lists the registered experiments, imported only when asked."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(option_strings, dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from experiments import experiment_list
+
+        parser.epilog = "experiments:\n" + experiment_list()
+        parser.print_help()
+        parser.exit()
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -29,12 +85,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise PolylensError(
-                f"prompt file {path} does not exist; give a text file, one per line"
-            )
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = read_text_file(args.prompts, "prompt file")
+        return [line for line in text.splitlines() if line.strip()]
     from interp.data import load, prompts_of
 
     langs = args.langs.split(",") if args.langs else None
@@ -48,6 +100,8 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 
     if bool(args.prompts) == bool(args.dataset):
         raise PolylensError("give exactly one of --prompts FILE or --dataset NAME")
+    if args.out:
+        check_output_dir(args.out)
     prompts = _read_prompts(args)
     model = load_model(args.model, device=args.device)
     store = ActivationStore(args.out)
@@ -124,12 +178,13 @@ def _report(result: dict, out: str | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if out:
-        Path(out).write_text(text)
+        write_output_file(out, text)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from interp.bench import bench_extract
 
+    check_output_file(args.out)
     result = bench_extract(
         args.model,
         n_prompts=args.n_prompts,
@@ -152,6 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 def _cmd_bench_lens(args: argparse.Namespace) -> None:
     from interp.bench import bench_lens
 
+    check_output_file(args.out)
     result = bench_lens(
         args.model, n_prompts=args.n_prompts, repeats=args.repeats, device=args.device
     )
@@ -163,8 +219,10 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     from interp.store import ActivationStore
     from interp.tuned_lens import TunedLensConfig, evaluate_tuned_lens, load_or_train_tuned_lens
 
-    model = load_model(args.model, device=args.device)
     config = TunedLensConfig(steps=args.steps, tokens_per_step=args.tokens_per_step, lr=args.lr)
+    if args.out:
+        check_output_file(args.out)
+    model = load_model(args.model, device=args.device)
     store = ActivationStore()
     lens = load_or_train_tuned_lens(model, config, store=store)
     rows = evaluate_tuned_lens(model, lens, config, store=store)
@@ -172,12 +230,13 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['layer']:5d}  {r['kl_logit_lens']:13.3f}  {r['kl_tuned_lens']:13.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        write_output_file(args.out, json.dumps(rows, indent=2))
 
 
 def _cmd_bench_probes(args: argparse.Namespace) -> None:
     from probes.bench import bench_probes
 
+    check_output_file(args.out)
     result = bench_probes(
         args.model, n_per_class=args.n_per_class, device=args.device, repeats=args.repeats
     )
@@ -186,7 +245,7 @@ def _cmd_bench_probes(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with ``--help`` on every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="polylens",
         description="How does a language model handle many languages inside?",
     )
@@ -208,9 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive(int), default=16)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument(
+        "--device", type=_device, default=None, help="cuda or cpu (default: cuda when available)"
+    )
     p.add_argument("--out", default=None, help="activation store directory (default: the cache)")
     p.set_defaults(func=_cmd_extract)
 
@@ -226,10 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
         "extract", help="bare forward vs polylens hooks vs TransformerLens vs nnsight"
     )
     b.add_argument("--model", default="gemma-3-270m")
-    b.add_argument("--n-prompts", type=int, default=256)
-    b.add_argument("--repeats", type=int, default=5)
-    b.add_argument("--batch-size", type=int, default=32)
-    b.add_argument("--device", default=None)
+    b.add_argument("--n-prompts", type=_positive(int), default=256)
+    b.add_argument("--repeats", type=_positive(int), default=5)
+    b.add_argument("--batch-size", type=_positive(int), default=32)
+    b.add_argument("--device", type=_device, default=None)
     b.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights"
     )
@@ -237,36 +298,46 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_cmd_bench)
     b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
     b.add_argument("--model", default="gemma-3-270m")
-    b.add_argument("--n-prompts", type=int, default=256)
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--device", default=None)
+    b.add_argument("--n-prompts", type=_positive(int), default=256)
+    b.add_argument("--repeats", type=_positive(int), default=3)
+    b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_lens)
 
     b = bench.add_parser("probes", help="batched probes vs scikit-learn per layer and fold")
     b.add_argument("--model", default="gemma-3-270m")
-    b.add_argument("--n-per-class", type=int, default=100)
-    b.add_argument("--repeats", type=int, default=3, help="interleaved repeats (medians)")
-    b.add_argument("--device", default=None)
+    b.add_argument("--n-per-class", type=_positive(int), default=100)
+    b.add_argument(
+        "--repeats", type=_positive(int), default=3, help="interleaved repeats (medians)"
+    )
+    b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_probes)
 
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")
-    p.add_argument("--steps", type=int, default=TUNED_DEFAULTS.steps)
-    p.add_argument("--tokens-per-step", type=int, default=TUNED_DEFAULTS.tokens_per_step)
-    p.add_argument("--lr", type=float, default=TUNED_DEFAULTS.lr)
-    p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=_positive(int), default=TUNED_DEFAULTS.steps)
+    p.add_argument("--tokens-per-step", type=_positive(int), default=TUNED_DEFAULTS.tokens_per_step)
+    p.add_argument("--lr", type=_positive(float), default=TUNED_DEFAULTS.lr)
+    p.add_argument("--device", type=_device, default=None)
     p.add_argument("--out", default=None, help="JSON file for the per-layer KL")
     p.set_defaults(func=_cmd_tuned_lens)
 
-    p = sub.add_parser("run", help="run an experiment (latent-language, translation-barrier)")
-    p.add_argument("name", help="experiment name")
+    p = sub.add_parser(
+        "run",
+        help="run a registered experiment (`polylens run --help` lists them)",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-h", "--help", action=_ExperimentsHelp, help="show this help and the experiments"
+    )
+    p.add_argument("name", help="experiment name (listed below)")
     p.add_argument("--config", default=None, help="YAML file overriding the defaults")
     p.add_argument("--model", default=None, help="model (overrides the config)")
     p.add_argument("--langs", default=None, help="comma-separated languages (overrides)")
     p.add_argument("--out", default=None, help="parent directory of the result (overrides)")
-    p.add_argument("--device", default=None, help="cuda or cpu")
+    p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
     p.set_defaults(func=_cmd_run)
 
     from interp.data import cli as data_cli
@@ -277,13 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for a user error)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         args.func(args)
     except PolylensError as e:
         print(f"polylens: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("polylens: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

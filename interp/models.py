@@ -21,11 +21,13 @@ from pathlib import Path
 
 import platformdirs
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from interp.architectures import Adapter, adapter_for, get_submodule
+from interp.checks import check_device
 from interp.errors import PolylensError
 from interp.files import atomic_write_text
 
@@ -231,18 +233,21 @@ def load_model(
         device: ``cuda`` when available, else ``cpu``, unless given.
         dtype: ``float32`` unless given (``float16`` / ``bfloat16`` accepted).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = _parse_dtype(dtype)
     path = Path(spec).expanduser()
     if spec in EMBEDDED:
         directory, name = _converted(EMBEDDED[spec]), spec
     elif path.is_file() and path.suffix == ".gguf":
-        directory, name = _convert_gguf_cached(path, _gguf_cache_dir(path)), path.stem
-    elif path.is_dir():
-        if not (path / "config.json").is_file():
+        _check_gguf(path)
+        try:
+            directory, name = _convert_gguf_cached(path, _gguf_cache_dir(path)), path.stem
+        except (OSError, ValueError, KeyError) as e:
             raise PolylensError(
-                f"{path} has no config.json; point at a Hugging Face model directory"
-            )
+                f"could not convert {path} ({_first_line(e)}); is it a complete GGUF model?"
+            ) from None
+    elif path.is_dir():
+        _check_model_dir(path)
         directory, name = path, path.name
     elif path.exists():
         raise PolylensError(f"{path} is neither a .gguf file nor a model directory")
@@ -253,8 +258,53 @@ def load_model(
             f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
             "a local directory, a .gguf file or a hub id like 'org/name'"
         )
-    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype).to(device)
-    return LoadedModel(hf, AutoTokenizer.from_pretrained(directory), name)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        # Damaged or foreign files surface here as library errors several frames deep.
+        raise PolylensError(
+            f"could not load the model in {directory} ({_first_line(e)}); "
+            "check that it is a complete Hugging Face model directory"
+        ) from None
+    return LoadedModel(hf, tokenizer, name)
+
+
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_model_dir(path: Path) -> None:
+    """A Hugging Face model directory: a JSON ``config.json`` naming its type, and weights."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise PolylensError(f"{path} has no config.json; point at a Hugging Face model directory")
+    try:
+        values = json.loads(config.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PolylensError(
+            f"{config} is not valid JSON ({_first_line(e)}); restore the model's config.json"
+        ) from None
+    if not isinstance(values, dict) or "model_type" not in values:
+        raise PolylensError(
+            f"{config} has no model_type; restore the model's config.json from its source"
+        )
+    if not any(next(path.glob(pattern), None) for pattern in _WEIGHTS):
+        raise PolylensError(
+            f"{path} has no weights (*.safetensors or *.bin); copy the model's weight files there"
+        )
+
+
+def _check_gguf(path: Path) -> None:
+    """Every GGUF file starts with the magic bytes ``GGUF``."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise PolylensError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

@@ -42,7 +42,7 @@ def test_config_errors(tmp_path):
         run_experiment("latent-language", bad)
     with pytest.raises(PolylensError, match="unknown or uncovered language 'xx'"):
         run_experiment("latent-language", None, {"langs": "en,xx"})
-    with pytest.raises(PolylensError, match="unknown lens 'magic'"):
+    with pytest.raises(PolylensError, match="lens = 'magic' is not valid: expected one of"):
         run_experiment("latent-language", None, {"lens": "magic"})
 
 

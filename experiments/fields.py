@@ -1,0 +1,145 @@
+"""Validate a config dataclass's fields by their declared types and ranges.
+
+The checks are driven by the type hints (``int``, ``float``, ``str``, ``bool``, ``list[str]``,
+``X | None``, ``Literal[...]``) and a ``_ranges`` table per config class, so every experiment's
+config is checked the same way without repeating code. A mistake is one line naming the field,
+the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from interp.errors import PolylensError
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a numeric field must lie in (``None`` is unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {self.hi}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"in {left}{self.lo}, {self.hi}{right}"
+
+
+def at_least(lo: float) -> Range:
+    """``value >= lo``."""
+    return Range(lo)
+
+
+def above(lo: float) -> Range:
+    """``value > lo``."""
+    return Range(lo, lo_open=True)
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def describe(tp: Any) -> str:
+    """What a value of type ``tp`` looks like, in words."""
+    if _is_union(tp):
+        arms = [a for a in typing.get_args(tp) if a is not type(None)]
+        text = " or ".join(describe(a) for a in arms)
+        return text + " or null" if len(arms) < len(typing.get_args(tp)) else text
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {describe(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if tp in names:
+        return names[tp]
+    raise TypeError(f"config fields of type {tp!r} have no validation rule")
+
+
+def convert(value: Any, tp: Any) -> Any:
+    """``value`` as type ``tp`` (ints widen to floats); raises ``_Invalid`` when it is not one."""
+    if _is_union(tp):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for arm in typing.get_args(tp):
+            if arm is not type(None):
+                try:
+                    return convert(value, arm)
+                except _Invalid:
+                    pass
+        raise _Invalid
+    if typing.get_origin(tp) is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise _Invalid
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        return [convert(v, typing.get_args(tp)[0]) for v in value]
+    # bool is an int in Python; `n_words: true` is still a mistake.
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads `1e-3` (no dot) as a string.
+        try:
+            return float(value)
+        except ValueError:
+            raise _Invalid from None
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is str and isinstance(value, os.PathLike):
+        # Paths (out, store, a model directory) are kept as text, as in config.yaml.
+        return os.fspath(value)
+    raise _Invalid
+
+
+def ranges_of(cls: type) -> dict[str, Range]:
+    """The ``_ranges`` tables of ``cls`` and its bases, a subclass's entries winning."""
+    merged: dict[str, Range] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("_ranges", {}))
+    return merged
+
+
+def validate_fields(config: Any) -> None:
+    """Check and normalise every field of the dataclass instance ``config`` in place."""
+    hints = typing.get_type_hints(type(config))
+    ranges = ranges_of(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        tp, allowed = hints[f.name], ranges.get(f.name)
+        expected = describe(tp) + (f" {allowed}" if allowed else "")
+        try:
+            converted = convert(value, tp)
+        except _Invalid:
+            converted = _Invalid
+        if converted is _Invalid or (
+            allowed is not None and converted is not None and converted not in allowed
+        ):
+            raise PolylensError(
+                f"config field {f.name} = {value!r} is not valid: expected {expected}"
+            )
+        setattr(config, f.name, converted)

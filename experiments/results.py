@@ -1,0 +1,202 @@
+"""A result directory, written atomically.
+
+A run writes into ``<out>/.<name>.partial-<pid>-<random>`` (same parent, so the final rename is
+atomic) and ``commit()`` swaps it into ``<out>/<name>``. The previous result stays whole until the
+new one is complete; an interrupted run leaves it untouched and never a mixed directory. Leftovers
+of a killed run (hidden, never taken for a result) are cleaned by the next run of that experiment.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import html
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from interp.checks import check_output_dir
+from interp.errors import PolylensError
+
+# What a result directory holds; a directory with anything else is not replaced.
+LAYOUT = frozenset({"config.yaml", "metrics.json", "report.html", "tables", "figures", "probes"})
+
+# Result directories opened in this process and not yet committed or discarded.
+_OPEN: list[ResultDir] = []
+
+
+def check_result_target(name: str, out: str | Path) -> Path:
+    """``<out>/<name>``, checked before any work: writable, and absent or a previous result."""
+    target = check_output_dir(out, "out directory") / name
+    if target.exists() and not target.is_dir():
+        raise PolylensError(f"{target} is an existing file; choose another out directory")
+    if target.is_dir():
+        extra = sorted(p.name for p in target.iterdir() if p.name not in LAYOUT)
+        if extra:
+            raise PolylensError(
+                f"{target} exists and is not a polylens result (it holds {extra[0]!r}); "
+                "choose another out directory or move it away"
+            )
+    return target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove what killed runs left beside ``target``; put back a previous result moved aside."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(partial|old)-(\d+)-[0-9a-f]+$")
+    for path in sorted(target.parent.iterdir()):
+        match = pattern.match(path.name)
+        if not match:
+            continue
+        pid = int(match.group(2))
+        in_use = any(r.path == path for r in _OPEN) if pid == os.getpid() else _alive(pid)
+        if in_use:
+            continue
+        if match.group(1) == "old" and not target.exists():
+            # Killed between the two renames of a swap: the previous result is whole; restore it.
+            os.rename(path, target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    return target.parent / f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def discard_uncommitted() -> int:
+    """Remove every result directory this process opened and did not commit; returns how many."""
+    count = len(_OPEN)
+    for result in list(_OPEN):
+        result.discard()
+    return count
+
+
+@dataclass
+class Figure:
+    """A figure of the report: a PNG, an interactive HTML twin and what it shows."""
+
+    name: str
+    title: str
+    explanation: str
+
+
+class ResultDir:
+    """Writes one experiment's result directory; ``commit()`` puts it in place."""
+
+    def __init__(self, name: str, config) -> None:
+        self.name = name
+        self.target = check_result_target(name, config.out)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(self.target)
+        self.path = _sibling(self.target, "partial")
+        """Where files are written: the temporary directory until ``commit()``, then the target."""
+        (self.path / "tables").mkdir(parents=True)
+        _OPEN.append(self)
+        (self.path / "figures").mkdir()
+        self.figures: list[Figure] = []
+        self.notes: list[str] = []
+        (self.path / "config.yaml").write_text(
+            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+
+    def commit(self) -> Path:
+        """Swap the finished result into ``<out>/<name>``, then remove the previous one."""
+        old = None
+        if self.target.exists():
+            old = _sibling(self.target, "old")
+            os.rename(self.target, old)
+        try:
+            os.rename(self.path, self.target)
+        except BaseException:
+            if old is not None and not self.target.exists():
+                os.rename(old, self.target)
+            raise
+        _OPEN.remove(self)
+        self.path = self.target
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.target
+
+    def discard(self) -> None:
+        """Drop an unfinished result: the previous one, if any, stays as it was."""
+        if self in _OPEN:
+            _OPEN.remove(self)
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def table(self, name: str, rows: Sequence[dict]) -> Path:
+        """Write ``tables/<name>.csv`` (one dict per row, same keys)."""
+        path = self.path / "tables" / f"{name}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            if rows:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        return path
+
+    def figure(self, name: str, title: str, explanation: str, mpl_fig, plotly_fig) -> None:
+        """Save a matplotlib PNG and a self-contained plotly HTML (plotly.js inlined)."""
+        import matplotlib.pyplot as plt
+
+        mpl_fig.savefig(self.path / "figures" / f"{name}.png", dpi=120, bbox_inches="tight")
+        plt.close(mpl_fig)
+        plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs=True)
+        self.figures.append(Figure(name, title, explanation))
+
+    def metrics(self, metrics: dict) -> None:
+        """Write ``metrics.json``."""
+        (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+
+    def report(self, title: str, intro: str, metrics: dict) -> Path:
+        """Write ``report.html``: the key numbers, then every figure with its explanation."""
+        parts = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
+            "img{max-width:100%;border:1px solid #ddd}td,th{padding:2px 10px;text-align:left}"
+            "</style></head><body>",
+            f"<h1>{html.escape(title)}</h1><p>{intro}</p><h2>Key numbers</h2><table>",
+        ]
+        for key, value in metrics.items():
+            if not isinstance(value, (dict, list)):
+                parts.append(
+                    f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>"
+                )
+        parts.append("</table>")
+        for note in self.notes:
+            parts.append(f"<p>{note}</p>")
+        for fig in self.figures:
+            png = (self.path / "figures" / f"{fig.name}.png").read_bytes()
+            parts.append(
+                f"<h2>{html.escape(fig.title)}</h2><p>{fig.explanation}</p>"
+                f"<img alt='{fig.name}' src='data:image/png;base64,"
+                f"{base64.b64encode(png).decode()}'>"
+                f"<p><a href='figures/{fig.name}.html'>interactive version</a></p>"
+            )
+        parts.append(
+            "<p>Tables: "
+            + ", ".join(
+                f"<a href='tables/{p.name}'>{p.name}</a>"
+                for p in sorted((self.path / "tables").glob("*.csv"))
+            )
+            + ". All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>"
+        )
+        path = self.path / "report.html"
+        path.write_text("\n".join(parts), encoding="utf-8")
+        return path
