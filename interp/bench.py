@@ -229,6 +229,7 @@ def bench_lens(
     methods = {"polylens": polylens, "transformer_lens": transformer_lens}
     timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
     times, growth = timings.times, timings.rss_growth
+    memory = timings.cuda_peak if model.device.type == "cuda" else growth
     med = timings.median
     return {
         "model": model.name,
@@ -243,7 +244,8 @@ def bench_lens(
         "cuda_peak_mb": _mb(timings.cuda_peak),
         "ratios": {
             "time polylens/transformer_lens": med["polylens"] / med["transformer_lens"],
-            "memory polylens/transformer_lens": growth["polylens"]
-            / max(1, growth["transformer_lens"]),
+            # On a GPU the memory that matters is the device's; RSS says nothing there.
+            "memory polylens/transformer_lens": memory["polylens"]
+            / max(1, memory["transformer_lens"]),
         },
     }

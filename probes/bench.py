@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from interp.bench import bench_model, interleaved
@@ -10,6 +11,21 @@ from interp.models import LoadedModel
 from interp.store import ActivationStore
 from probes.boundary import balanced_items, boundary_features
 from probes.evaluate import cross_validate, stratified_folds
+
+
+def _sklearn_accuracy(x: np.ndarray, y: np.ndarray, test: np.ndarray, layer: int) -> float:
+    """Test accuracy of scikit-learn's L2 logistic regression (C = 1) on one layer and fold.
+
+    Standardised with the training rows' mean and (unbiased) std, as ``cross_validate`` does.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    train = np.ones(len(y), dtype=bool)
+    train[test] = False
+    xtr, xte = x[layer, train].astype(np.float64), x[layer, test].astype(np.float64)
+    mean, std = xtr.mean(0), np.maximum(xtr.std(0, ddof=1), 1e-6)
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit((xtr - mean) / std, y[train])
+    return float(clf.score((xte - mean) / std, y[test]))
 
 
 def bench_probes(
@@ -26,13 +42,11 @@ def bench_probes(
     Features: the ``knowledge-boundary`` defaults (last question token, every layer, the
     language set), read from the activation store when cached. Both sides fit L2 logistic
     regression (C = 1) on the same standardised training folds; scikit-learn fits each layer
-    and fold (single-threaded BLAS, the layers of a fold in parallel on every core), polylens
+    and fold (one process per core, each with a single-threaded BLAS), polylens
     fits all layers of a fold in one batched solve. Medians of ``repeats`` interleaved runs.
     """
-    # scikit-learn (with joblib and threadpoolctl) is a test/bench dependency only.
+    # scikit-learn (and joblib) are test/bench dependencies only.
     from joblib import Parallel, delayed
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
 
     langs = list(langs or DEFAULT_LANGS)
     model = bench_model(spec, device)
@@ -48,35 +62,27 @@ def bench_probes(
             scores = cross_validate(x.to(model.device), y, k=folds, seed=0)
             ours[lang] = scores["accuracy"].mean(0).cpu()
 
-    def fit_and_score(xtr, ytr, xte, yte) -> float:
-        clf = LogisticRegression(C=1.0, max_iter=1000).fit(xtr, ytr)
-        return clf.score(xte, yte)
+    arrays = {lang: (x.cpu().numpy(), y.cpu().numpy()) for lang, (x, y) in data.items()}
+    test_folds = {
+        lang: [t.numpy() for t in stratified_folds(y, folds, seed=0)]
+        for lang, (_, y) in data.items()
+    }
+    n_layers = model.n_layers
 
     def sklearn() -> None:
-        # One BLAS thread per fit and the layers' fits side by side: a 160 x 640 problem is
-        # too small for a threaded BLAS, whose threads then fight torch's (measured: 12x slower
-        # per fit on 2 cores, and no end in sight on 16).
-        with threadpool_limits(limits=1), Parallel(n_jobs=-1, prefer="threads") as pool:
-            for lang, (x, y) in data.items():
-                x, y = x.cpu(), y.cpu()
-                per_fold = []
-                for test in stratified_folds(y, folds, seed=0):
-                    train = torch.ones(len(y), dtype=torch.bool)
-                    train[test] = False
-                    jobs = []
-                    for layer in range(x.shape[0]):
-                        xtr, xte = x[layer, train].double(), x[layer, test].double()
-                        mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
-                        jobs.append(
-                            delayed(fit_and_score)(
-                                ((xtr - mean) / std).numpy(),
-                                y[train].numpy(),
-                                ((xte - mean) / std).numpy(),
-                                y[test].numpy(),
-                            )
-                        )
-                    per_fold.append(pool(jobs))
-                theirs[lang] = torch.tensor(per_fold).mean(0)
+        # Every (language, fold, layer) fit is its own job on a pool of processes, each with one
+        # BLAS thread: a 160 x 640 problem is too small for a threaded BLAS, whose threads then
+        # fight torch's (12x slower per fit on 2 cores), and lbfgs holds the GIL between BLAS
+        # calls, so threads barely overlap. joblib memory-maps each language's features once.
+        jobs = [
+            delayed(_sklearn_accuracy)(*arrays[lang], test, layer)
+            for lang in arrays
+            for test in test_folds[lang]
+            for layer in range(n_layers)
+        ]
+        accs = torch.tensor(Parallel(n_jobs=-1)(jobs)).view(len(arrays), folds, n_layers)
+        for lang, acc in zip(arrays, accs):
+            theirs[lang] = acc.mean(0)
 
     timings = interleaved(
         {"polylens": polylens, "sklearn": sklearn},
