@@ -5,6 +5,9 @@ The public surface, as a table of contents:
 - models: ``load_model``, ``LoadedModel``, ``EMBEDDED``
 - extraction: ``extract``, ``Activations``, ``Positions``
 - storage: ``ActivationStore``
+- sites and edits: ``Site``, ``recording``, ``intervene``, ``Ablate``, ``Add``, ``Patch``,
+  ``Apply``, ``directional_ablation``, ``orthogonalize`` (``interp.sites``,
+  ``interp.interventions``)
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
@@ -19,13 +22,28 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from interp.errors import PolylensError
 from interp.extract import Activations, extract
+from interp.interventions import (
+    Ablate,
+    Add,
+    Apply,
+    Patch,
+    directional_ablation,
+    intervene,
+    orthogonalize,
+)
 from interp.lens import LensOutput, apply_lens, collisions, first_tokens
 from interp.models import EMBEDDED, LoadedModel, load_model
 from interp.positions import Positions
+from interp.sites import Site, recording
 from interp.store import ActivationStore
 
 __all__ = [
     "EMBEDDED",
+    "Ablate",
+    "Add",
+    "Apply",
+    "Patch",
+    "Site",
     "ActivationStore",
     "Activations",
     "LensOutput",
@@ -35,7 +53,11 @@ __all__ = [
     "__version__",
     "apply_lens",
     "collisions",
+    "directional_ablation",
     "extract",
     "first_tokens",
+    "intervene",
     "load_model",
+    "orthogonalize",
+    "recording",
 ]

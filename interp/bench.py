@@ -249,3 +249,45 @@ def bench_lens(
             / max(1, memory["transformer_lens"]),
         },
     }
+
+
+def bench_interventions(
+    spec: LoadedModel | str = "gemma-3-270m",
+    *,
+    n_prompts: int = 256,
+    repeats: int = 5,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> dict:
+    """Plain forward vs the same forward under a directional ablation at every site.
+
+    ``Ablate`` of a random unit direction at every ``resid_pre``, ``attn_out`` and ``mlp_out``
+    (3 x n_blocks hooks): what refusal-direction ablation costs. Medians of interleaved repeats.
+    """
+    from interp.interventions import directional_ablation, intervene
+
+    model = bench_model(spec, device)
+    prompts = mixed_language_prompts(n_prompts)
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+
+    def ablated() -> None:
+        with intervene(model, directional_ablation(direction)):
+            _bare_forward(model, prompts, batch_size)
+
+    methods = {"plain": lambda: _bare_forward(model, prompts, batch_size), "ablated": ablated}
+    for run in methods.values():
+        run()
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    med = timings.median
+    return {
+        "model": model.name,
+        "device": str(model.device),
+        "n_prompts": n_prompts,
+        "batch_size": batch_size,
+        "hooks": 3 * model.n_blocks,
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": timings.times,
+        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "ratio ablated/plain": med["ablated"] / med["plain"],
+    }

@@ -38,3 +38,11 @@ def test_bench_probes_report(tiny_dir):
     assert set(result["median_s"]) == {"polylens", "sklearn"}
     assert all(len(times) == 2 for times in result["all_s"].values())
     assert result["max_accuracy_difference_points"] <= 100
+
+
+def test_bench_interventions_report(tiny_dir):
+    from interp.bench import bench_interventions
+
+    result = bench_interventions(tiny_dir, n_prompts=8, repeats=1, batch_size=4)
+    assert set(result["median_s"]) == {"plain", "ablated"} and result["hooks"] == 9
+    assert result["ratio ablated/plain"] > 0

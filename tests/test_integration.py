@@ -92,3 +92,30 @@ def test_gemma_logit_lens_is_exact_and_matches_transformer_lens(gemma):
         tl_probs = torch.softmax(bridge.unembed(accumulated).float(), dim=-1).transpose(0, 1)
     # Probabilities have scale 1 wherever some token is likely.
     assert_close_to_scale(tl_probs.cpu(), ours.exp(), OTHER_IMPLEMENTATION)
+
+
+def _unit(d_model, seed=0):
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def test_gemma_directional_ablation_removes_the_direction(gemma):
+    from interp.interventions import directional_ablation, intervene
+
+    d = _unit(gemma.d_model)
+    with intervene(gemma, directional_ablation(d)):
+        acts = interp.extract(gemma, PROMPTS[:6], positions="all", progress=False)
+    x = acts.flat.double()  # residuals reach ~1e4: the component is measured against the norm
+    assert ((x @ d.double()).abs() / x.norm(dim=-1)).max() <= 1e-5
+
+
+def test_smollm_orthogonalize_equals_hook_ablation():
+    from interp.interventions import directional_ablation, intervene, orthogonalize
+
+    model = interp.load_model("smollm2-135m-instruct")
+    d = _unit(model.d_model, seed=1)
+    with intervene(model, directional_ablation(d)):
+        hooked = model.logits(PROMPTS[:6])
+    ortho = orthogonalize(model, d).logits(PROMPTS[:6])
+    assert max_relative_error(ortho, hooked) <= OTHER_IMPLEMENTATION  # other weights, same math
+    assert max_relative_error(model.logits(PROMPTS[:6]), hooked) > 1e-3
