@@ -16,8 +16,9 @@ pytestmark = [
 def test_asynchronous_copies_round_trip():
     x = torch.randn(64, 19, 640)
     on_gpu = to_device(x, torch.device("cuda"))
-    copy = HostCopy.start(on_gpu * 2)
-    on_gpu.zero_()  # queued after the copy: must not reach the host tensor
+    doubled = on_gpu * 2
+    copy = HostCopy.start(doubled)
+    doubled.zero_()  # queued after the copy on the same stream: must not reach the host
     assert torch.equal(copy.wait(), x * 2)
 
 
