@@ -10,18 +10,13 @@ The public surface, as a table of contents:
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("polylens")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
-
+from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.extract import Activations, extract
+from interp.extract import extract
 from interp.lens import LensOutput, apply_lens, collisions, first_tokens
 from interp.models import EMBEDDED, LoadedModel, load_model
 from interp.positions import Positions
+from interp.provenance import __version__
 from interp.store import ActivationStore
 
 __all__ = [
