@@ -2,11 +2,12 @@
 
 The public surface, as a table of contents:
 
-- models: ``load_model``, ``LoadedModel``, ``EMBEDDED``
+- models: ``load_model``, ``LoadedModel`` (batched ``logits`` and ``generate``), ``EMBEDDED``
 - extraction: ``extract``, ``Activations``, ``Positions``
-- storage: ``ActivationStore``
+- storage: ``ActivationStore`` (tensors and manifests; the shard loop is in ``interp.extract``)
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
+- statistics and geometry: ``interp.metrics``, ``interp.geometry``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
