@@ -27,6 +27,7 @@ from interp.checks import (
     write_output_file,
 )
 from interp.data import cli as data_cli
+from interp.dtypes import DTYPES
 from interp.errors import PolylensError
 from interp.tuned_lens import TunedLensConfig
 
@@ -271,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
     p.add_argument("--batch-size", type=_positive(int), default=16)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument(
         "--device", type=_device, default=None, help="cuda or cpu (default: cuda when available)"
     )
@@ -294,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive(int), default=5)
     b.add_argument("--batch-size", type=_positive(int), default=32)
     b.add_argument("--device", type=_device, default=None)
-    b.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights"
-    )
+    b.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights")
     b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench)
     b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
