@@ -1,12 +1,16 @@
 """Experiments: one module each, a config dataclass and ``run(config) -> Path``.
 
-``EXPERIMENTS`` is an explicit registry that refuses duplicates; ``run_experiment`` resolves a
-config from the experiment's YAML in ``experiments/configs/``, an optional user YAML and
-overrides, in that order.
+``EXPERIMENTS`` is an explicit registry that refuses duplicates. It fills itself: the first
+lookup imports every module of this package, and a module that defines an experiment registers
+it with ``@register`` as it is imported (no hand-written list to keep in step). ``run_experiment``
+resolves a config from the experiment's YAML in ``experiments/configs/``, an optional user YAML
+and overrides, in that order.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +46,11 @@ def register(name: str, config_class: type[ExperimentConfig], description: str) 
 
 
 def _load_all() -> None:
-    # Importing a module registers its experiment.
-    from experiments import knowledge_boundary, latent_language, translation_barrier  # noqa: F401
+    """Import every module of the package; each experiment module registers itself."""
+    for module in pkgutil.iter_modules(__path__):
+        # The CLI is the caller, not an experiment (under `python -m` it is `__main__`).
+        if not module.ispkg and module.name != "cli":
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def get_experiment(name: str) -> Experiment:

@@ -22,9 +22,10 @@ from experiments.fields import Range, above, at_least
 from interp import plots
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
+from interp.geometry import centroid_pca, language_centroids, language_offset_r2
 from interp.models import load_model
 from interp.store import ActivationStore
-from probes.align import METHODS, fit_alignment, transfer_matrix
+from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features
 from probes.evaluate import balanced_accuracy, cross_validate
@@ -191,7 +192,7 @@ def run(config: BoundaryConfig) -> Path:
 
     # Alignments at the best probe layer and at the best transfer layer.
     aligned_layers = sorted({best, int(cross.argmax())})
-    aligned = _aligned_transfer(train, test, aligned_layers, config.C)
+    aligned = aligned_transfer(train, test, aligned_layers, config.C)
     alignment_rows, alignment = [], {}
     for i, layer in enumerate(aligned_layers):
         base = float(aligned["identical"][i])
@@ -222,9 +223,8 @@ def run(config: BoundaryConfig) -> Path:
             },
         )
 
-    centroids = torch.stack([data[lang][0].mean(1) for lang in langs], dim=1)  # [layer, lang, d]
-    c = centroids[best] - centroids[best].mean(0)
-    coords = (c @ torch.linalg.svd(c, full_matrices=False).Vh[:2].T).numpy()
+    centroids = language_centroids({lang: data[lang][0] for lang in langs})  # [layer, lang, d]
+    coords = centroid_pca(centroids[best], k=2).numpy()
     out.figure(
         "centroids",
         "Language centroids",
@@ -245,9 +245,7 @@ def run(config: BoundaryConfig) -> Path:
         for lang in langs:
             if lang == "en":
                 continue
-            diff = data[lang][0] - x_en  # parallel items: same rows
-            shift = diff.mean(1, keepdim=True)
-            explained = 1 - (diff - shift).square().sum((1, 2)) / diff.square().sum((1, 2))
+            explained = language_offset_r2(data[lang][0], x_en)  # parallel items: same rows
             offsets += [
                 {"lang": lang, "layer": li, "offset_r2": float(explained[li])} for li in layers
             ]
@@ -341,27 +339,3 @@ def _peaks(curves: dict, n_blocks: int) -> dict[str, dict]:
         }
         for lang, (mean, _) in curves.items()
     }
-
-
-def _aligned_transfer(
-    train: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    test: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    layers: list[int],
-    C: float,  # noqa: N803
-) -> dict[str, torch.Tensor]:
-    """Mean balanced accuracy over ordered language pairs of A's probe on aligned B, per layer.
-
-    Per alignment method, a tensor ``[len(layers)]``; probes and maps are fitted on the train
-    split, scored on the test split.
-    """
-    scores: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
-    for a, (x_a, y_a) in train.items():
-        probe = fit_logistic(x_a[layers], y_a, C=C)
-        for b, (x_b, _) in train.items():
-            if a == b:
-                continue
-            for method in METHODS:
-                align = fit_alignment(method, x_b[layers], x_a[layers])
-                prob = probe.predict_proba(align(test[b][0][layers]))
-                scores[method].append(balanced_accuracy(prob, test[b][1]))
-    return {m: torch.stack(v).mean(0) for m, v in scores.items()}

@@ -16,8 +16,9 @@ import torch
 
 from experiments import register
 from experiments.base import ResultDir, seed_everything
-from experiments.translation_task import TranslationConfig, bootstrap_mean, run_task
+from experiments.translation_task import TranslationConfig, run_task
 from interp import plots
+from interp.metrics import bootstrap_mean
 
 NAME = "latent-language"
 

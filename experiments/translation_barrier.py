@@ -23,6 +23,7 @@ from experiments.fields import Range
 from experiments.translation_task import TranslationConfig, run_task
 from interp import plots
 from interp.data import LANGUAGES
+from interp.metrics import rates as metrics_rates
 
 NAME = "translation-barrier"
 OUTCOMES = ("correct", "translation_failure", "task_solving_failure")
@@ -64,9 +65,8 @@ def decoded_by_layer(task, top_k: int, threshold: float, concept_set: str) -> to
 
 
 def rates(outcomes: list[str]) -> dict[str, float]:
-    """Share of each outcome."""
-    n = max(1, len(outcomes))
-    return {o: outcomes.count(o) / n for o in OUTCOMES}
+    """Share of each outcome (``interp.metrics.rates`` over ``OUTCOMES``)."""
+    return metrics_rates(outcomes, OUTCOMES)
 
 
 @register(NAME, BarrierConfig, "correct / translation failure / task-solving failure per pair")

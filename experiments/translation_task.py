@@ -203,13 +203,3 @@ def run_task(config: TranslationConfig) -> TaskRun:
         progress=True,
     )
     return TaskRun(model, items, lens, set_langs, sets, skipped, dropped)
-
-
-def bootstrap_mean(
-    values: torch.Tensor, n: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean over dim 0 and its 95% percentile interval from ``n`` resamples of the rows."""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, values.shape[0], (n, values.shape[0]), generator=gen)
-    means = values[idx].mean(1)
-    return values.mean(0), means.quantile(0.025, dim=0), means.quantile(0.975, dim=0)

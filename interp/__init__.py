@@ -2,26 +2,21 @@
 
 The public surface, as a table of contents:
 
-- models: ``load_model``, ``LoadedModel``, ``EMBEDDED``
+- models: ``load_model``, ``LoadedModel`` (batched ``logits`` and ``generate``), ``EMBEDDED``
 - extraction: ``extract``, ``Activations``, ``Positions``
-- storage: ``ActivationStore``
+- storage: ``ActivationStore`` (tensors and manifests; the shard loop is in ``interp.extract``)
 - sites and edits: ``Site``, ``recording``, ``intervene``, ``Ablate``, ``Add``, ``Patch``,
   ``Apply``, ``directional_ablation``, ``orthogonalize`` (``interp.sites``,
   ``interp.interventions``)
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
+- statistics and geometry: ``interp.metrics``, ``interp.geometry``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("polylens")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
-
+from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.extract import Activations, extract
+from interp.extract import extract
 from interp.interventions import (
     Ablate,
     Add,
@@ -34,6 +29,7 @@ from interp.interventions import (
 from interp.lens import LensOutput, apply_lens, collisions, first_tokens
 from interp.models import EMBEDDED, LoadedModel, load_model
 from interp.positions import Positions
+from interp.provenance import __version__
 from interp.sites import Site, recording
 from interp.store import ActivationStore
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.extract import extract, pad_batch
+from interp.extract import extract
 from interp.models import LoadedModel, load_model
 
 
@@ -113,16 +113,12 @@ def mixed_language_prompts(n: int) -> list[str]:
 
 
 def _bare_forward(model: LoadedModel, prompts: list[str], batch_size: int) -> None:
-    ids = model.tokenize(prompts)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    # The body alone (no unembedding), longest first, as extraction batches its prompts.
     with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            batch = pad_batch(
-                [ids[i] for i in order[s : s + batch_size]],
-                model.tokenizer.pad_token_id,
-                model.device,
-            )
-            model.body(**batch, use_cache=False)
+        for _ in model.forward_batches(
+            prompts, batch_size=batch_size, longest_first=True, body_only=True, use_cache=False
+        ):
+            pass
 
 
 def bench_extract(
@@ -208,13 +204,9 @@ def bench_lens(
         apply_lens(model, acts, top_k=5, with_entropy=False)
 
     def transformer_lens() -> None:
-        ids = model.tokenize(prompts)
         logits = []
         with torch.inference_mode():
-            for s in range(0, len(ids), batch_size):
-                batch = pad_batch(
-                    ids[s : s + batch_size], model.tokenizer.pad_token_id, model.device
-                )
+            for _, batch in model.padded_batches(prompts, batch_size=batch_size):
                 _, cache = bridge.run_with_cache(
                     batch["input_ids"],
                     attention_mask=batch["attention_mask"],

@@ -1,5 +1,9 @@
 """Batched, hook-based extraction of the residual stream at every requested layer.
 
+``extract`` plans a request (tokenized, validated), runs it batch by batch through a backend, and,
+given a store, writes it shard by shard (``extract_to_store``: an interrupted run resumes from
+its verified shards). The store only holds what this module hands it.
+
 Layer convention: index 0 is the embedding output (what block 0 reads), index i the raw residual
 stream after block i, so a model with L blocks has L + 1 layers. Unlike Hugging Face's
 ``output_hidden_states``, the last layer is kept raw (before the final norm).
@@ -10,68 +14,35 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.activations import Activations
 from interp.backends import get_backend
+from interp.batching import pad_batch
+from interp.dtypes import DTYPES
 from interp.errors import PolylensError
 from interp.models import LoadedModel
-from interp.positions import BatchSelector, Positions, PositionsLike, is_ragged
-from interp.transfer import HostCopy, to_device
+from interp.positions import BatchSelector, Positions, PositionsLike
+from interp.provenance import provenance
+from interp.store import ActivationStore, entry_key
+from interp.transfer import HostCopy
 
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class Activations:
-    """Residual activations of a prompt list: ``flat`` rows grouped per prompt by ``offsets``.
-
-    With one position per prompt (last, mean, an index) every prompt has exactly one row and
-    ``.tensor`` is ``[prompt, layer, d_model]``; with ragged positions (all, spans) use
-    ``.per_prompt()``.
-    """
-
-    flat: Float[Tensor, "row layer d_model"]
-    offsets: Int[Tensor, " prompt_plus_one"]
-    layers: list[int]
-    prompts: list[str]
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def ragged(self) -> bool:
-        """Whether prompts may have several rows."""
-        return is_ragged(self.meta.get("positions", "last"))
-
-    @property
-    def tensor(self) -> Float[Tensor, "prompt layer d_model"]:
-        """One row per prompt."""
-        if self.ragged:
-            raise PolylensError(
-                f"positions {self.meta['positions']!r} give several rows per prompt; "
-                "use .per_prompt() or .flat with .offsets"
-            )
-        return self.flat
-
-    def per_prompt(self) -> list[Float[Tensor, "pos layer d_model"]]:
-        """Each prompt's rows."""
-        bounds = self.offsets.tolist()
-        return [self.flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-    def layer(self, layer: int) -> Float[Tensor, "prompt d_model"]:
-        """The ``[prompt, d_model]`` slice of one model layer (by model index, not position)."""
-        if layer not in self.layers:
-            raise PolylensError(f"layer {layer} was not extracted; have {self.layers}")
-        return self.tensor[:, self.layers.index(layer)]
-
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Activations:
-        """A copy on ``device`` (e.g. a GPU for the analyses)."""
-        return Activations(
-            self.flat.to(device, dtype), self.offsets, self.layers, self.prompts, dict(self.meta)
-        )
+__all__ = [
+    "Activations",
+    "ExtractionPlan",
+    "extract",
+    "extract_rows",
+    "extract_to_store",
+    "plan_extraction",
+    "prompts_hash",
+    "resolve_layers",
+]
 
 
 def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int]:
@@ -106,24 +77,6 @@ def prompts_hash(prompts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def pad_batch(
-    token_ids: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> dict[str, Tensor]:
-    """Left-pad a batch; position ids count real tokens only, as in generation."""
-    seq_len = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), seq_len), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), seq_len), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, seq_len - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        mask[row, seq_len - len(ids) :] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {
-        "input_ids": to_device(input_ids, device),
-        "attention_mask": to_device(mask, device),
-        "position_ids": to_device(position_ids, device),
-    }
-
-
 @dataclass(frozen=True)
 class ExtractionPlan:
     """Everything that determines the result of an extraction, tokenized and validated."""
@@ -138,18 +91,15 @@ class ExtractionPlan:
     @property
     def meta(self) -> dict:
         """Provenance and the content-addressed identity of the result."""
-        from interp import __version__
-
-        return {
-            "model": self.model.identity,
-            "prompts_hash": prompts_hash(self.prompts),
-            "n_prompts": len(self.prompts),
-            "layers": self.layers,
-            "positions": self.positions.key,
-            "dtype": self.dtype,
-            "d_model": self.model.d_model,
-            "polylens_version": __version__,
-        }
+        return provenance(
+            self.model.identity,
+            prompts_hash=prompts_hash(self.prompts),
+            n_prompts=len(self.prompts),
+            layers=self.layers,
+            positions=self.positions.key,
+            dtype=self.dtype,
+            d_model=self.model.d_model,
+        )
 
     def rows_per_prompt(self, rows: Sequence[int]) -> list[int]:
         """How many activation rows each prompt contributes."""
@@ -172,8 +122,8 @@ def plan_extraction(
     prompts = list(prompts)
     if not prompts:
         raise PolylensError("the prompt list is empty; pass at least one prompt")
-    if dtype not in STORAGE_DTYPES:
-        raise PolylensError(f"unknown storage dtype {dtype!r}; use {', '.join(STORAGE_DTYPES)}")
+    if dtype not in DTYPES:
+        raise PolylensError(f"unknown storage dtype {dtype!r}; use {', '.join(DTYPES)}")
     token_ids = model.tokenize(prompts)
     empty = [i for i, ids in enumerate(token_ids) if not ids]
     if empty:
@@ -207,7 +157,7 @@ def extract_rows(
     """
     run = get_backend(backend)
     model, device = plan.model, plan.model.device
-    storage = STORAGE_DTYPES[plan.dtype]
+    storage = DTYPES[plan.dtype]
     counts = torch.tensor([0] + plan.rows_per_prompt(rows))
     offsets = counts.cumsum(0)
     # The result is allocated once; each batch's rows are written into it in one pass.
@@ -252,7 +202,7 @@ def extract(
     backend: str = "hooks",
     batch_size: int = 16,
     dtype: str = "float32",
-    store=None,
+    store: ActivationStore | str | Path | None = None,
     progress: bool = True,
     backend_options: dict | None = None,
 ) -> Activations:
@@ -275,11 +225,10 @@ def extract(
     """
     plan = plan_extraction(model, prompts, layers=layers, positions=positions, dtype=dtype)
     if store is not None:
-        from interp.store import ActivationStore
-
         store = store if isinstance(store, ActivationStore) else ActivationStore(store)
-        return store.get_or_extract(
+        return extract_to_store(
             plan,
+            store,
             backend=backend,
             batch_size=batch_size,
             progress=progress,
@@ -295,3 +244,40 @@ def extract(
             on_batch=bar.update,
         )
     return Activations(flat, offsets, plan.layers, plan.prompts, plan.meta)
+
+
+def extract_to_store(
+    plan: ExtractionPlan,
+    store: ActivationStore,
+    *,
+    backend: str = "hooks",
+    batch_size: int = 16,
+    progress: bool = True,
+    backend_options: dict | None = None,
+) -> Activations:
+    """Read the store's entry for ``plan`` if complete; otherwise extract its missing shards.
+
+    A shard on disk is reused only if it matches the checksum recorded when it was written;
+    an entry whose manifest is corrupted is resumed the same way (the manifest is rebuilt).
+    """
+    meta = plan.meta
+    key = entry_key(meta)
+    if store.is_complete(key):
+        return store.load(key)
+    store.begin_entry(key, plan.prompts)
+    n = len(plan.prompts)
+    todo = [s for s in store.shard_starts(n) if not store.has_verified_shard(key, s)]
+    with tqdm(total=n, desc="extract", unit="prompt", disable=not progress) as bar:
+        bar.update(n - sum(min(store.shard_size, n - s) for s in todo))
+        for start in todo:
+            flat, offsets = extract_rows(
+                plan,
+                range(start, min(start + store.shard_size, n)),
+                backend=backend,
+                batch_size=batch_size,
+                backend_options=backend_options,
+                on_batch=bar.update,
+            )
+            store.write_shard(key, start, flat, offsets)
+    store.finish_entry(key, meta, backend=backend)
+    return store.load(key, verify=False)

@@ -20,8 +20,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.extract import Activations
 from interp.models import LoadedModel
 
 TokenSets = Sequence[Mapping[str, Sequence[int]]]

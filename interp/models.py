@@ -11,35 +11,35 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import platformdirs
 import torch
+from jaxtyping import Float
 from safetensors import SafetensorError
-from torch import nn
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from interp.architectures import Adapter, adapter_for, get_submodule
+from interp.batching import pad_batch
 from interp.checks import check_device
+from interp.dtypes import parse_dtype
 from interp.errors import PolylensError
-from interp.files import atomic_write_text
+from interp.files import atomic_write_json
+from interp.paths import cache_dir
+from interp.provenance import provenance
+
+__all__ = ["DEFAULT_MODEL", "EMBEDDED", "EmbeddedModel", "LoadedModel", "cache_dir", "load_model"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def cache_dir() -> Path:
-    """Root of everything polylens caches: ``$POLYLENS_CACHE`` or the user's cache directory."""
-    return Path(os.environ.get("POLYLENS_CACHE") or platformdirs.user_cache_dir("polylens"))
 
 
 @dataclass(frozen=True)
@@ -210,13 +210,126 @@ class LoadedModel:
         """Token ids of each prompt, unpadded, with the tokenizer's special tokens."""
         return self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
 
-    @torch.inference_mode()
-    def logits(self, prompts: Sequence[str]) -> torch.Tensor:
-        """The model's own next-token logits at each prompt's last token: ``[prompt, vocab]``."""
-        from interp.extract import pad_batch
+    def padded_batches(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        longest_first: bool = False,
+    ) -> Iterator[tuple[list[int], dict[str, Tensor]]]:
+        """Tokenize ``prompts`` and yield ``(rows, batch)``: left-padded batches on the device.
 
-        batch = pad_batch(self.tokenize(prompts), self.tokenizer.pad_token_id, self.device)
-        return self.hf(**batch).logits[:, -1].float()
+        ``rows`` are the indices of the batch's prompts in ``prompts``; ``batch`` holds
+        ``input_ids``, ``attention_mask`` and ``position_ids`` (see ``interp.batching``).
+
+        Args:
+            prompts: the texts, used verbatim.
+            batch_size: prompts per batch (all in one batch when None).
+            longest_first: sort by length, longest first, so that similar lengths share a batch
+                (little padding) and memory peaks at the first batch.
+        """
+        ids = self.tokenize(prompts)
+        order = list(range(len(ids)))
+        if longest_first:
+            order.sort(key=lambda i: -len(ids[i]))
+        size = batch_size or max(1, len(ids))
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            yield rows, pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, self.device)
+
+    def forward_batches(
+        self,
+        prompts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        longest_first: bool = False,
+        body_only: bool = False,
+        **forward_kwargs: object,
+    ) -> Iterator[tuple[list[int], object]]:
+        """Run the model on left-padded batches of ``prompts``; yields ``(rows, output)``.
+
+        The one tokenize-pad-forward loop: it calls the Hugging Face modules themselves, so
+        hooks held on them (reads, edits) act on every batch.
+
+        Args:
+            prompts: the texts, used verbatim.
+            batch_size: prompts per forward pass (all at once when None).
+            longest_first: see ``padded_batches``.
+            body_only: run embeddings, blocks and final norm only (no unembedding); the output
+                is then the body's (``last_hidden_state``), not logits.
+            **forward_kwargs: passed to the forward call (e.g. ``use_cache=False``).
+        """
+        module = self.body if body_only else self.hf
+        for rows, batch in self.padded_batches(
+            prompts, batch_size=batch_size, longest_first=longest_first
+        ):
+            yield rows, module(**batch, **forward_kwargs)
+
+    @torch.inference_mode()
+    def logits(
+        self, prompts: Sequence[str], *, batch_size: int | None = None
+    ) -> Float[Tensor, "prompt vocab"]:
+        """The model's own next-token logits at each prompt's last token (float32).
+
+        ``batch_size`` prompts per forward pass; all at once when None.
+        """
+        parts = [
+            out.logits[:, -1].float()
+            for _, out in self.forward_batches(prompts, batch_size=batch_size)
+        ]
+        return torch.cat(parts)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        stop: str | Sequence[str] | None = None,
+        batch_size: int = 16,
+        use_cache: bool = True,
+        progress: bool = False,
+    ) -> list[str]:
+        """Greedy continuation of each prompt, on left-padded batches.
+
+        Decoding runs the Hugging Face model's own forward at each step (no copy of the model),
+        so edits held by hooks on its modules (``interp.intervene``) apply while it generates.
+
+        Args:
+            prompts: the texts, used verbatim (apply a chat template first if wanted).
+            max_new_tokens: most tokens generated per prompt.
+            stop: a string (or several) that ends a continuation: each text is cut before the
+                first occurrence, and a batch stops once every row has produced one.
+            batch_size: prompts per batch.
+            use_cache: reuse keys and values across steps (each step then runs the new token
+                only); False re-runs the whole sequence each step, for edits that address
+                token positions of the full sequence.
+            progress: show a tqdm bar.
+        """
+        if max_new_tokens < 1 or batch_size < 1:
+            raise PolylensError("generation needs max_new_tokens >= 1 and batch_size >= 1")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        pad = self.tokenizer.pad_token_id
+        texts: list[str] = [""] * len(prompts)
+        n_batches = -(-len(prompts) // batch_size)
+        batches = self.padded_batches(list(prompts), batch_size=batch_size)
+        for rows, batch in tqdm(
+            batches, total=n_batches, desc="generate", unit="batch", disable=not progress
+        ):
+            generated = self.hf.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                use_cache=use_cache,
+                stop_strings=stops or None,
+                tokenizer=self.tokenizer,
+            )
+            new = generated[:, batch["input_ids"].shape[1] :]
+            for row, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                texts[row] = _cut_at(text, stops)
+        return texts
 
 
 def load_model(
@@ -307,14 +420,14 @@ def _check_gguf(path: Path) -> None:
         raise PolylensError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
 
 
+def _cut_at(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to (not including) the first occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise PolylensError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
+    return torch.float32 if dtype is None else parse_dtype(dtype)
 
 
 def _from_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -364,9 +477,10 @@ def _convert_gguf_cached(gguf: Path, target: Path) -> Path:
             del hf.config.quantization_config
         hf.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        atomic_write_text(
-            tmp / "polylens.json", json.dumps({"source": str(gguf), "format": "gguf"})
-        )
+        # The completion marker, with the provenance of the conversion (no weights fingerprint
+        # yet: the identity of a loaded model is computed from the converted weights).
+        record = provenance({"name": target.name}, source=str(gguf), format="gguf")
+        atomic_write_json(tmp / "polylens.json", record)
         if target.exists():  # an incomplete leftover from an older, killed run
             shutil.rmtree(target)
         tmp.rename(target)

@@ -13,6 +13,10 @@ An entry is complete only once its manifest exists. Nothing is read back uncheck
 entry against its manifest, a resumed one shard by shard against the sidecars (a shard without
 one is recomputed). Only keys of the form ``entry_key`` makes are accepted, and only paths inside
 the root are touched. Reads are memory-mapped (``safe_open``) and can land on any device.
+
+The store holds tensors and manifests and knows nothing of models or extraction: the shard loop
+and its resume live in ``interp.extract``, which calls ``is_complete``, ``begin_entry``,
+``has_verified_shard``, ``write_shard``, ``finish_entry`` and ``load``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from jaxtyping import Float, Int
 from safetensors import safe_open
-from tqdm.auto import tqdm
+from torch import Tensor
 
+from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.extract import Activations, ExtractionPlan, extract_rows
 from interp.files import (
     CorruptFileError,
     atomic_write_json,
@@ -41,6 +46,7 @@ from interp.files import (
     write_sealed_json,
     write_sidecar,
 )
+from interp.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +78,6 @@ class ActivationStore:
     """A directory of cached extractions (default: ``<polylens cache>/activations``)."""
 
     def __init__(self, root: str | Path | None = None, *, shard_size: int = 256) -> None:
-        from interp.models import cache_dir
-
         self.root = Path(root) if root is not None else cache_dir() / "activations"
         self.shard_size = shard_size
 
@@ -107,54 +111,58 @@ class ActivationStore:
             raise PolylensError(f"{entry} is a file, not a store entry; move it out of the store")
         return entry
 
-    # -- writing ----------------------------------------------------------------------------
-    def get_or_extract(
-        self,
-        plan: ExtractionPlan,
-        *,
-        backend: str = "hooks",
-        batch_size: int = 16,
-        progress: bool = True,
-        backend_options: dict | None = None,
-    ) -> Activations:
-        """Read the entry for ``plan`` if complete; otherwise extract its missing shards.
-
-        A shard on disk is reused only if it matches the checksum recorded when it was written;
-        an entry whose manifest is corrupted is resumed the same way (the manifest is rebuilt).
-        """
-        meta = plan.meta
-        key = entry_key(meta)
+    # -- writing (``interp.extract`` drives these, shard by shard) ---------------------------
+    def is_complete(self, key: str) -> bool:
+        """Whether entry ``key`` has an intact manifest (one that fails its checksum is logged)."""
         entry = self._entry(key)
-        if (entry / MANIFEST).is_file():
-            try:
-                self._read_manifest(key)
-            except CorruptFileError as e:
-                log.warning("store entry %s: %s; recomputing what cannot be trusted", key, e.reason)
-            else:
-                return self.load(key)
+        if not (entry / MANIFEST).is_file():
+            return False
+        try:
+            self._read_manifest(key)
+        except CorruptFileError as e:
+            log.warning("store entry %s: %s; recomputing what cannot be trusted", key, e.reason)
+            return False
+        return True
+
+    def begin_entry(self, key: str, prompts: list[str]) -> None:
+        """Create (or reopen, to resume) entry ``key`` and record its prompts."""
+        entry = self._entry(key)
         entry.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(entry / PROMPTS, plan.prompts, indent=None)
-        n = len(plan.prompts)
-        starts = range(0, n, self.shard_size)
-        todo = [s for s in starts if not matches_sidecar(entry / self._shard_name(s))]
-        with tqdm(total=n, desc="extract", unit="prompt", disable=not progress) as bar:
-            bar.update(n - sum(min(self.shard_size, n - s) for s in todo))
-            for start in todo:
-                rows = range(start, min(start + self.shard_size, n))
-                flat, offsets = extract_rows(
-                    plan,
-                    rows,
-                    backend=backend,
-                    batch_size=batch_size,
-                    backend_options=backend_options,
-                    on_batch=bar.update,
-                )
-                path = entry / self._shard_name(start)
-                # Shard first, then its checksum: a kill in between leaves a shard that is redone.
-                write_sidecar(path, save_safetensors(path, {"acts": flat, "offsets": offsets}))
+        atomic_write_json(entry / PROMPTS, list(prompts), indent=None)
+
+    def shard_starts(self, n_prompts: int) -> range:
+        """The first prompt of each shard of an entry of ``n_prompts`` prompts."""
+        return range(0, n_prompts, self.shard_size)
+
+    def has_verified_shard(self, key: str, start: int) -> bool:
+        """Whether the shard starting at prompt ``start`` is on disk and matches its sidecar.
+
+        A shard without a sidecar, or one that differs from it, is to be recomputed.
+        """
+        return matches_sidecar(self._entry(key) / self._shard_name(start)) is not None
+
+    def write_shard(
+        self,
+        key: str,
+        start: int,
+        flat: Float[Tensor, "row layer d_model"],
+        offsets: Int[Tensor, " prompt_plus_one"],
+    ) -> None:
+        """Write the shard starting at prompt ``start`` atomically, then its checksum sidecar."""
+        path = self._entry(key) / self._shard_name(start)
+        # Shard first, then its checksum: a kill in between leaves a shard that is redone.
+        write_sidecar(path, save_safetensors(path, {"acts": flat, "offsets": offsets}))
+
+    def finish_entry(self, key: str, meta: dict, **extra: object) -> None:
+        """Seal the manifest of entry ``key`` (``meta`` and ``extra``, shapes, every checksum).
+
+        ``meta`` is the provenance the key was made from (``entry_key(meta) == key``) and holds
+        ``n_prompts``; every shard must be written and match its sidecar.
+        """
+        entry = self._entry(key)
         # Hashed again as the manifest is sealed: another process may have replaced a shard.
         shards = {}
-        for start in starts:
+        for start in self.shard_starts(meta["n_prompts"]):
             name = self._shard_name(start)
             shards[name] = matches_sidecar(entry / name)
             if shards[name] is None:
@@ -165,13 +173,12 @@ class ActivationStore:
         manifest = {
             **meta,
             "key": key,
-            "backend": backend,
+            **extra,
             "shard_size": self.shard_size,
             "prompts_sha256": sha256_file(entry / PROMPTS),
             "shards": shards,
         }
         write_sealed_json(entry / MANIFEST, manifest)
-        return self.load(key, verify=False)
 
     def _shard_name(self, start: int) -> str:
         return f"shard-{start // self.shard_size:05d}.safetensors"

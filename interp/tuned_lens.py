@@ -29,7 +29,10 @@ from interp.files import (
     write_sealed_json,
 )
 from interp.lens import decode_logits
-from interp.models import LoadedModel, cache_dir
+from interp.metrics import kl_divergence
+from interp.models import LoadedModel
+from interp.paths import cache_dir
+from interp.provenance import provenance
 
 
 class TunedLens(nn.Module):
@@ -76,8 +79,8 @@ class TunedLensConfig:
 def kl_to_final(
     final_logp: Float[Tensor, "row vocab"], logp: Float[Tensor, "row vocab"]
 ) -> Float[Tensor, " row"]:
-    """KL(final || lens) per row, in nats."""
-    return (final_logp.exp() * (final_logp - logp)).sum(-1)
+    """KL(final || lens) per row, in nats (``interp.metrics.kl_divergence``)."""
+    return kl_divergence(final_logp, logp)
 
 
 def _decode_logp(model: LoadedModel, h: Tensor) -> Tensor:
@@ -179,8 +182,8 @@ def load_or_train_tuned_lens(
 
     Training uses the ``train`` split of ``config.dataset`` in every language it covers.
     """
-    from interp import __version__
     from interp.data import load, prompts_of
+    from interp.data.loader import dataset_sha256
 
     path = _path(model, config)
     weights, record = path / "translators.safetensors", path / "provenance.json"
@@ -192,26 +195,26 @@ def load_or_train_tuned_lens(
     lens, losses = train_tuned_lens(model, residuals, config)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in lens.state_dict().items()}
-    provenance = {
-        "model": model.identity,
-        "config": asdict(config),
-        "final_loss": losses[-1],
-        "first_loss": losses[0],
-        "polylens_version": __version__,
-        "translators_sha256": save_safetensors(weights, state),
-    }
-    write_sealed_json(record, provenance)
+    record_fields = provenance(
+        model.identity,
+        config=asdict(config),
+        dataset_sha256=dataset_sha256(config.dataset),
+        final_loss=losses[-1],
+        first_loss=losses[0],
+        translators_sha256=save_safetensors(weights, state),
+    )
+    write_sealed_json(record, record_fields)
     return lens
 
 
 def _load_cached(model: LoadedModel, weights: Path, record: Path) -> TunedLens:
     """The cached translators, after checking them against the sha256 in their provenance."""
     remedy = f"delete {record.parent} to retrain the tuned lens"
-    provenance = read_sealed_json(record, remedy=remedy)
-    if not isinstance(provenance.get("translators_sha256"), str):
+    info = read_sealed_json(record, remedy=remedy)
+    if not isinstance(info.get("translators_sha256"), str):
         raise CorruptFileError(record, "no translators_sha256", remedy)
     lens = TunedLens(model.n_layers, model.d_model)
-    lens.load_state_dict(load_safetensors(weights, provenance["translators_sha256"], remedy=remedy))
+    lens.load_state_dict(load_safetensors(weights, info["translators_sha256"], remedy=remedy))
     return lens
 
 

@@ -19,7 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import PolylensError
-from probes.linear import solve_spd
+from probes.evaluate import balanced_accuracy
+from probes.linear import fit_logistic, solve_spd
 
 METHODS = ("identical", "mean_shift", "projection", "centred_projection")
 
@@ -93,3 +94,37 @@ def transfer_matrix(
             torch.stack([score(probe.predict_proba(test[b][0]), test[b][1]) for b in langs], dim=-1)
         )
     return langs, torch.stack(rows, dim=1)
+
+
+def aligned_transfer(
+    train: Mapping[str, tuple[Float[Tensor, "layer n d"], Tensor]],
+    test: Mapping[str, tuple[Float[Tensor, "layer m d"], Tensor]],
+    layers: list[int],
+    C: float,  # noqa: N803 (scikit-learn's name)
+) -> dict[str, Float[Tensor, " layer"]]:
+    """Mean balanced accuracy over ordered language pairs of A's probe on aligned B, per layer.
+
+    For every ordered pair (A, B) of languages, a logistic probe is fitted on A's train split
+    and each alignment maps B onto A (fitted on the parallel train items); the probe is scored
+    on B's aligned test split.
+
+    Args:
+        train: per language, ``(features [layer, n, d], labels [n])``, items parallel.
+        test: the same for the held-out items.
+        layers: the model layers to align at (indices into the features' first dimension).
+        C: inverse L2 strength of the logistic probe.
+
+    Returns:
+        Per alignment method (``METHODS``), a tensor ``[len(layers)]``.
+    """
+    scores: dict[str, list[Tensor]] = {m: [] for m in METHODS}
+    for a, (x_a, y_a) in train.items():
+        probe = fit_logistic(x_a[layers], y_a, C=C)
+        for b, (x_b, _) in train.items():
+            if a == b:
+                continue
+            for method in METHODS:
+                align = fit_alignment(method, x_b[layers], x_a[layers])
+                prob = probe.predict_proba(align(test[b][0][layers]))
+                scores[method].append(balanced_accuracy(prob, test[b][1]))
+    return {m: torch.stack(v).mean(0) for m, v in scores.items()}

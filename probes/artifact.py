@@ -16,6 +16,7 @@ from interp.files import (
     save_safetensors,
     write_sealed_json,
 )
+from interp.provenance import provenance
 from probes.linear import LinearProbe
 
 _TENSORS = ("weight", "bias", "mean", "std")
@@ -27,18 +28,16 @@ def save_probe(probe: LinearProbe, path: str | Path, info: dict) -> Path:
     ``info`` should hold at least ``model`` (``LoadedModel.identity``), the layers, language(s),
     label scheme, metrics and dataset hash; the polylens version is added.
     """
-    from interp import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: getattr(probe, name).detach().cpu() for name in _TENSORS}
     weights = path.with_suffix(".safetensors")
-    record = {
-        **info,
-        "polylens_version": __version__,
-        "normalisation": "per-layer standardise",
-        "weights_sha256": save_safetensors(weights, tensors),
-    }
+    record = provenance(
+        info.get("model"),
+        **{k: v for k, v in info.items() if k != "model"},
+        normalisation="per-layer standardise",
+        weights_sha256=save_safetensors(weights, tensors),
+    )
     write_sealed_json(path.with_suffix(".json"), record)
     return weights
 

@@ -16,43 +16,12 @@ import random
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from interp.data import LANGUAGES, BoundaryQuestion, Fact, load
 from interp.errors import PolylensError
-from interp.extract import pad_batch
 from interp.models import LoadedModel
 
 SCHEMES = ("construction", "model")
-
-
-@torch.inference_mode()
-def greedy_continuations(
-    model: LoadedModel,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 8,
-    batch_size: int = 16,
-    stop: str | None = "\n",
-) -> list[str]:
-    """The model's greedy continuation of each prompt (left-padded batches), ending at ``stop``."""
-    out = []
-    pad = model.tokenizer.pad_token_id
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
-        batch = pad_batch(model.tokenize(prompts[start : start + batch_size]), pad, model.device)
-        generated = model.hf.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            # A batch ends once every row has produced the stop string (answers are one line).
-            stop_strings=[stop] if stop else None,
-            tokenizer=model.tokenizer,
-        )
-        new = generated[:, batch["input_ids"].shape[1] :]
-        out += model.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return out
 
 
 def few_shot_cloze(fact: Fact, pool: Sequence[Fact], n_demos: int = 3) -> str:
@@ -96,7 +65,14 @@ def knowledge_labels(
     facts = {(f.id, f.lang): f for f in pool}
     asked = [i for i, r in enumerate(records) if r.answerable]
     clozes = [facts[(records[i].id.removeprefix("real:"), records[i].lang)] for i in asked]
-    continuations = greedy_continuations(model, [few_shot_cloze(f, pool) for f in clozes])
+    # Answers are one line: generation stops at the first newline.
+    continuations = model.generate(
+        [few_shot_cloze(f, pool) for f in clozes],
+        max_new_tokens=8,
+        stop="\n",
+        batch_size=16,
+        progress=True,
+    )
     for i, fact, text in zip(asked, clozes, continuations):
         labels[i] = int(is_correct(text, [fact.object, *fact.aliases]))
     return labels

@@ -5,7 +5,7 @@ import re
 import pytest
 from tiny import PROMPTS, save_tiny
 
-from interp.cli import main
+from experiments.cli import main
 
 KEY = "0123456789abcdef0123"
 

@@ -3,7 +3,7 @@
 import pytest
 from tiny import PROMPTS, save_tiny
 
-from interp.cli import main
+from experiments.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
+from experiments.cli import main
 from interp import PolylensError
-from interp.cli import main
 from interp.data import DEFAULT_LANGS, languages, load, names, prompts_of
 from interp.data import loader as loader_module
 from interp.data.check import Report, check_all, check_dataset

@@ -7,9 +7,9 @@ from tiny import save_tiny
 
 from experiments import get_experiment, register, run_experiment
 from experiments.base import ExperimentConfig
+from experiments.cli import main
 from experiments.translation_barrier import classify
 from interp import PolylensError
-from interp.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +154,11 @@ def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
 
     import pandas as pd
 
+    from interp.models import LoadedModel
     from probes import labels
 
     # A random tiny model knows nothing: let it "know" the facts whose answer hashes even.
-    monkeypatch.setattr(
-        labels, "greedy_continuations", lambda model, prompts, **kw: [""] * len(prompts)
-    )
+    monkeypatch.setattr(LoadedModel, "generate", lambda self, prompts, **kw: [""] * len(prompts))
     monkeypatch.setattr(
         labels, "is_correct", lambda text, answers: zlib.crc32(answers[0].encode()) % 2 == 0
     )

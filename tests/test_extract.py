@@ -6,7 +6,7 @@ from tiny import CONFIGS, PROMPTS, tiny_model
 from tolerance import OTHER_IMPLEMENTATION, SAME_MATH, assert_close_to_scale
 
 import interp
-from interp.extract import pad_batch
+from interp.batching import pad_batch
 from interp.hooks import residual_hooks
 
 

@@ -11,8 +11,8 @@ from tolerance import (
 )
 
 import interp
+from interp.batching import pad_batch
 from interp.data import load, prompts_of
-from interp.extract import pad_batch
 
 pytestmark = pytest.mark.integration
 

@@ -177,7 +177,7 @@ def test_orthogonalize_refuses_gemma():
 
 def test_sites_match_transformer_lens_hooks():
     from interp.backends import _tl_bridge
-    from interp.extract import pad_batch
+    from interp.batching import pad_batch
 
     llama = tiny_model("llama")
     bridge = _tl_bridge(llama)

@@ -136,3 +136,56 @@ def test_gguf_conversion_is_atomic(tmp_path, monkeypatch):
         lambda *a, **k: pytest.fail("converted twice"),
     )
     assert models._convert_gguf_cached(gguf, target) == target
+
+
+# -- the batched forward loop and generation ------------------------------------------------
+def test_logits_in_batches_equal_one_batch(llama):
+    prompts = ["The capital of France is", "x", "法国的首都是", "La capitale"]
+    whole = llama.logits(prompts)
+    assert whole.shape == (4, 320) and whole.dtype == torch.float32
+    assert_close_to_scale(llama.logits(prompts, batch_size=3), whole, SAME_MATH)
+    rows = [r for r, _ in llama.padded_batches(prompts, batch_size=2, longest_first=True)]
+    lengths = [len(ids) for ids in llama.tokenize(prompts)]
+    assert sorted(sum(rows, [])) == [0, 1, 2, 3]
+    assert [lengths[i] for i in sum(rows, [])] == sorted(lengths, reverse=True)
+
+
+def test_generate_is_batched_greedy_and_cut_at_stop(llama):
+    prompts = ["The capital of France is", "x", "法国的首都是", "La capitale"]
+    texts = llama.generate(prompts, max_new_tokens=6, batch_size=4)
+    assert len(texts) == 4 and all(isinstance(t, str) for t in texts)
+    # Left padding: a prompt's continuation does not depend on its batch.
+    assert llama.generate(prompts, max_new_tokens=6, batch_size=1) == texts
+    assert llama.generate(prompts, max_new_tokens=6, batch_size=4, use_cache=False) == texts
+    # A stop string ends each text before its first occurrence.
+    stop = next((t[1:3] for t in texts if len(t) > 3), None)
+    if stop:
+        cut = llama.generate(prompts, max_new_tokens=6, batch_size=4, stop=stop)
+        assert all(stop not in t for t in cut)
+        assert all(full.startswith(c) for c, full in zip(cut, texts))
+    assert models._cut_at("Paris\nLyon", ["\n"]) == "Paris"
+    assert models._cut_at("Paris. Lyon", ["\n", "."]) == "Paris"
+    assert models._cut_at("Paris", []) == "Paris"
+    with pytest.raises(interp.PolylensError, match="max_new_tokens >= 1"):
+        llama.generate(prompts, max_new_tokens=0)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_runs_the_model_with_its_hooks(llama, use_cache):
+    """An edit held by a hook on the model's modules applies at every generation step."""
+    token = llama.tokenize(["Paris"])[0][-1]  # after the BOS token
+    plain = llama.generate(["La capitale", "x"], max_new_tokens=4, use_cache=use_cache)
+
+    def favour(module, args, output):
+        output = output.clone()
+        output[..., token] += 1e4
+        return output
+
+    handle = llama.unembed.register_forward_hook(favour)
+    try:
+        edited = llama.generate(["La capitale", "x"], max_new_tokens=4, use_cache=use_cache)
+    finally:
+        handle.remove()
+    expected = llama.tokenizer.decode([token] * 4)
+    assert edited == [expected, expected] != plain
+    assert llama.generate(["La capitale", "x"], max_new_tokens=4, use_cache=use_cache) == plain

@@ -187,12 +187,14 @@ def test_knowledge_labels(monkeypatch):
     assert labels_module.knowledge_labels(None, records).tolist() == [1, 1, 0]
     seen = []
 
-    def continuations(model, prompts, **kw):
-        seen.extend(prompts)
-        return [" Paris, bien sûr", " Pékin\nLa capitale du pays Japon est Tokyo"][: len(prompts)]
+    class Answers:  # a model whose generation is scripted
+        def generate(self, prompts, **kw):
+            seen.extend(prompts)
+            return [" Paris, bien sûr", " Pékin\nLa capitale du pays Japon est Tokyo"][
+                : len(prompts)
+            ]
 
-    monkeypatch.setattr(labels_module, "greedy_continuations", continuations)
-    by_model = labels_module.knowledge_labels(object(), records, scheme="model")
+    by_model = labels_module.knowledge_labels(Answers(), records, scheme="model")
     assert by_model.tolist() == [1, 0, 0]  # Tokyo only on a later line: wrong
     lines = seen[0].split("\n")
     assert len(lines) == 4 and lines[-1] == "La capitale du pays France est"
@@ -202,7 +204,7 @@ def test_knowledge_labels(monkeypatch):
         labels_module.knowledge_labels(None, records, scheme="vibes")
     monkeypatch.undo()
     llama = tiny_model("llama")
-    texts = labels_module.greedy_continuations(llama, ["La capitale", "x"], max_new_tokens=3)
+    texts = llama.generate(["La capitale", "x"], max_new_tokens=3, stop="\n")
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert labels_module.is_correct(" der Euro.", ["Euro", "EUR"])
     facts = load("facts", langs=["en", "zh"])

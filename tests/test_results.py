@@ -7,7 +7,7 @@ from tiny import save_tiny
 
 from experiments import results
 from experiments.base import ExperimentConfig, ResultDir
-from interp.cli import main
+from experiments.cli import main
 
 
 def _snapshot(directory):

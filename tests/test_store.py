@@ -1,5 +1,10 @@
-"""Unit tier: the activation store (round trip, cache hit, resume, corruption)."""
+"""Unit tier: the activation store (round trip, cache hit, resume, corruption).
 
+The shard loop lives in ``interp.extract`` (the store only holds tensors and manifests), so a
+test that counts or kills extractions patches ``interp.extract.extract_rows``.
+"""
+
+import importlib
 import json
 
 import pytest
@@ -8,8 +13,10 @@ from tiny import PROMPTS
 from tolerance import SAME_MATH, assert_close_to_scale
 
 import interp
-from interp import store as store_module
 from interp.store import ActivationStore, entry_key
+
+# `interp.extract` is also the name of the function the package exports; this is the module.
+extract_module = importlib.import_module("interp.extract")
 
 MANY = [f"{p} {i}" for i in range(4) for p in PROMPTS]  # 20 prompts -> 4 shards of 6
 
@@ -46,7 +53,7 @@ def test_ragged_and_bfloat16_round_trip(llama, tmp_path):
 def test_second_request_is_a_cache_hit(llama, tmp_path, monkeypatch):
     store = ActivationStore(tmp_path, shard_size=6)
     first = interp.extract(llama, MANY, store=store, progress=False)
-    monkeypatch.setattr(store_module, "extract_rows", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(extract_module, "extract_rows", lambda *a, **k: pytest.fail("recomputed"))
     second = interp.extract(llama, MANY, store=store, progress=False)
     assert torch.equal(first.tensor, second.tensor)
     # A different request is a different entry.
@@ -56,7 +63,7 @@ def test_second_request_is_a_cache_hit(llama, tmp_path, monkeypatch):
 
 def test_resume_after_kill(llama, tmp_path, monkeypatch):
     store = ActivationStore(tmp_path, shard_size=6)
-    real = store_module.extract_rows
+    real = extract_module.extract_rows
     calls = []
 
     def dies_on_third_shard(plan, rows, **kw):
@@ -65,14 +72,14 @@ def test_resume_after_kill(llama, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the run were killed
         return real(plan, rows, **kw)
 
-    monkeypatch.setattr(store_module, "extract_rows", dies_on_third_shard)
+    monkeypatch.setattr(extract_module, "extract_rows", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         interp.extract(llama, MANY, store=store, progress=False)
     (entry,) = store.ls()
     assert not entry["complete"]
     calls.clear()
     monkeypatch.setattr(
-        store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
+        extract_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
     )
     resumed = interp.extract(llama, MANY, store=store, progress=False)
     assert calls == [12, 18]  # only the shards the killed run had not finished
@@ -168,9 +175,9 @@ def test_corrupted_shard_without_manifest_is_recomputed(llama, tmp_path, monkeyp
     _flip(entry / "shard-00000.safetensors")  # inside the tensor data: safetensors still opens it
     (entry / "shard-00002.safetensors.sha256").unlink()  # a shard whose checksum was never recorded
     (entry / "manifest.json").unlink()
-    real, calls = store_module.extract_rows, []
+    real, calls = extract_module.extract_rows, []
     monkeypatch.setattr(
-        store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
+        extract_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
     )
     again = interp.extract(llama, MANY, store=store, progress=False)
     assert calls == [0, 12]
@@ -215,16 +222,17 @@ def test_corrupted_manifest_is_that_entry_only(llama, tmp_path, monkeypatch, dam
     with pytest.raises(interp.PolylensError, match="manifest.json is corrupted"):
         store.load(bad)
     interp.extract(llama, PROMPTS, layers=[2], store=store, progress=False)  # another key works
+    fresh = interp.extract(llama, PROMPTS, progress=False)
     # The entry itself is resumed: its shards kept their checksums, so nothing is recomputed.
-    monkeypatch.setattr(store_module, "extract_rows", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(extract_module, "extract_rows", lambda *a, **k: pytest.fail("recomputed"))
     again = interp.extract(llama, PROMPTS, store=store, progress=False)
-    assert torch.equal(again.tensor, interp.extract(llama, PROMPTS, progress=False).tensor)
+    assert torch.equal(again.tensor, fresh.tensor)
     assert store.verify(bad) == []
 
 
 def test_incomplete_entry_is_not_listed_as_complete(llama, tmp_path, monkeypatch):
     store = ActivationStore(tmp_path, shard_size=6)
-    monkeypatch.setattr(store_module, "extract_rows", lambda *a, **k: _raise(KeyboardInterrupt))
+    monkeypatch.setattr(extract_module, "extract_rows", lambda *a, **k: _raise(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         interp.extract(llama, MANY, store=store, progress=False)
     (row,) = store.ls()
@@ -294,9 +302,9 @@ def test_sigkill_between_shard_and_checksum_resumes_bit_exact(model_dir, tmp_pat
     assert (entry / "shard-00001.safetensors").is_file()  # in place, but no checksum recorded
     assert not (entry / "shard-00001.safetensors.sha256").exists()
     model = interp.load_model(str(model_dir))
-    real, calls = store_module.extract_rows, []
+    real, calls = extract_module.extract_rows, []
     monkeypatch.setattr(
-        store_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
+        extract_module, "extract_rows", lambda *a, **k: calls.append(a[1].start) or real(*a, **k)
     )
     resumed = interp.extract(
         model, MANY, store=ActivationStore(tmp_path, shard_size=6), progress=False

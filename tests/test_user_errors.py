@@ -1,7 +1,7 @@
 """Unit tier: every user mistake is one line on stderr and exit code 2, found before a model loads.
 
-Each case builds its bad input under ``tmp_path`` and runs ``interp.cli.main`` in-process. Cases
-marked ``early`` must fail before any model loads: loading one fails the test.
+Each case builds its bad input under ``tmp_path`` and runs ``experiments.cli.main`` in-process.
+Cases marked ``early`` must fail before any model loads: loading one fails the test.
 """
 
 import json
@@ -13,8 +13,8 @@ from tiny import save_tiny
 
 import experiments.translation_task
 import interp.models
-from interp import cli
-from interp.cli import main
+from experiments import cli
+from experiments.cli import main
 
 
 @pytest.fixture(scope="module")

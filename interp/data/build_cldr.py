@@ -23,6 +23,7 @@ from babel.numbers import get_currency_name, get_territory_currencies
 
 from interp.data.languages import DEFAULT_LANGS, foreign_letters
 from interp.data.templates import fill
+from interp.files import atomic_write_text
 
 DATA_DIR = Path(__file__).parent
 
@@ -447,9 +448,7 @@ def fabricated_names() -> list[str]:
 
 def write_jsonl(path: Path, items: list[dict]) -> None:
     """One item per line, UTF-8, stable key order."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), "utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""``polylens data ls | show | check``."""
+"""``polylens data ls | show | check | langs``.
+
+``add_parser`` registers the commands on the application's parser (``experiments.cli``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """The ``polylens`` command line. ``main(argv)`` takes an argument list so tests call it in-process.
 
+The application's entry point (the console script ``polylens``, or ``python -m experiments.cli``):
+it sits on top of the library (``interp``, ``probes``) and the experiment registry, and nothing
+below imports it.
+
 Every user error (``PolylensError`` or a bad argument) prints one line to stderr and exits with
 code 2; Ctrl-C prints one line and exits with code 130. Arguments, output paths and input files
 are checked before a model loads.
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from experiments import experiment_list, run_experiment
 from interp.checks import (
     check_device,
     check_output_dir,
@@ -21,6 +26,8 @@ from interp.checks import (
     read_text_file,
     write_output_file,
 )
+from interp.data import cli as data_cli
+from interp.dtypes import DTYPES
 from interp.errors import PolylensError
 from interp.tuned_lens import TunedLensConfig
 
@@ -67,15 +74,14 @@ class _ExperimentsHelp(argparse.Action):
         super().__init__(option_strings, dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from experiments import experiment_list
-
         parser.epilog = "experiments:\n" + experiment_list()
         parser.print_help()
         parser.exit()
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from interp.models import EMBEDDED, cache_dir
+    from interp.models import EMBEDDED
+    from interp.paths import cache_dir
 
     print(f"cache: {cache_dir() / 'models'}")
     for m in EMBEDDED.values():
@@ -197,8 +203,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from experiments import run_experiment
-
     overrides = {"model": args.model, "langs": args.langs, "out": args.out, "device": args.device}
     path = run_experiment(args.name, args.config, overrides)
     print(f"results: {path}  (open {path / 'report.html'})")
@@ -268,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
     p.add_argument("--batch-size", type=_positive(int), default=16)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument(
         "--device", type=_device, default=None, help="cuda or cpu (default: cuda when available)"
     )
@@ -291,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive(int), default=5)
     b.add_argument("--batch-size", type=_positive(int), default=32)
     b.add_argument("--device", type=_device, default=None)
-    b.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights"
-    )
+    b.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights")
     b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench)
     b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
@@ -339,8 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="parent directory of the result (overrides)")
     p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
     p.set_defaults(func=_cmd_run)
-
-    from interp.data import cli as data_cli
 
     data_cli.add_parser(sub)
     return parser
