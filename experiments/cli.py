@@ -218,6 +218,20 @@ def _cmd_bench_lens(args: argparse.Namespace) -> None:
     _report(result, args.out)
 
 
+def _cmd_bench_interventions(args: argparse.Namespace) -> None:
+    from interp.bench import bench_interventions
+
+    check_output_file(args.out)
+    result = bench_interventions(
+        args.model,
+        n_prompts=args.n_prompts,
+        repeats=args.repeats,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    _report(result, args.out)
+
+
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     from interp.models import load_model
     from interp.store import ActivationStore
@@ -315,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_probes)
+
+    b = bench.add_parser(
+        "interventions", help="plain forward vs directional ablation at every site (3 x blocks)"
+    )
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--n-prompts", type=_positive(int), default=256)
+    b.add_argument("--repeats", type=_positive(int), default=5)
+    b.add_argument("--batch-size", type=_positive(int), default=32)
+    b.add_argument("--device", type=_device, default=None)
+    b.add_argument("--out", default="bench_interventions.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench_interventions)
 
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")

@@ -16,13 +16,19 @@ from interp.errors import PolylensError
 from interp.positions import is_ragged
 
 
+def residual_site_name(layer: int) -> str:
+    """The site name of residual layer ``layer``: ``resid_pre.0``, then ``resid_post.{layer-1}``."""
+    return "resid_pre.0" if layer == 0 else f"resid_post.{layer - 1}"
+
+
 @dataclass
 class Activations:
-    """Residual activations of a prompt list: ``flat`` rows grouped per prompt by ``offsets``.
+    """Activations of a prompt list: ``flat`` rows grouped per prompt by ``offsets``.
 
     With one position per prompt (last, mean, an index) every prompt has exactly one row and
     ``.tensor`` is ``[prompt, layer, d_model]``; with ragged positions (all, spans) use
-    ``.per_prompt()``.
+    ``.per_prompt()``. The second axis is the residual ``layers`` by default, or the named
+    ``sites`` an extraction asked for (then ``layers`` is empty and ``.site(name)`` reads one).
     """
 
     flat: Float[Tensor, "row layer d_model"]
@@ -54,8 +60,20 @@ class Activations:
     def layer(self, layer: int) -> Float[Tensor, "prompt d_model"]:
         """The ``[prompt, d_model]`` slice of one model layer (by model index, not position)."""
         if layer not in self.layers:
-            raise PolylensError(f"layer {layer} was not extracted; have {self.layers}")
+            have = self.layers or f"sites {', '.join(self.sites)} (use .site(name))"
+            raise PolylensError(f"layer {layer} was not extracted; have {have}")
         return self.tensor[:, self.layers.index(layer)]
+
+    @property
+    def sites(self) -> list[str]:
+        """The site name of each entry of the second axis."""
+        return self.meta.get("sites") or [residual_site_name(layer) for layer in self.layers]
+
+    def site(self, name: str) -> Float[Tensor, "prompt width"]:
+        """The ``[prompt, width]`` slice of one extracted site (e.g. ``mlp_act.3``)."""
+        if name not in self.sites:
+            raise PolylensError(f"site {name} was not extracted; have {', '.join(self.sites)}")
+        return self.tensor[:, self.sites.index(name)]
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Activations:
         """A copy on ``device`` (e.g. a GPU for the analyses)."""

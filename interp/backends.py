@@ -23,23 +23,34 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import PolylensError
-from interp.hooks import Select, StopForward, residual_hooks
+from interp.hooks import Select, StopForward, reading_hooks
 from interp.models import LoadedModel
+from interp.sites import Site
 
 Batch = dict[str, Tensor]
-Backend = Callable[[LoadedModel, Batch, Sequence[int], Select, dict], Float[Tensor, "rows layer d"]]
+Backend = Callable[[LoadedModel, Batch, Sequence[Site], Select, dict], Float[Tensor, "rows site d"]]
 
 
 def hooks_backend(
-    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
-) -> Float[Tensor, "rows layer d_model"]:
-    """Forward the transformer body with residual hooks; stop after the deepest layer."""
-    with residual_hooks(model.blocks, layers, select) as captured:
+    model: LoadedModel, batch: Batch, sites: Sequence[Site], select: Select, options: dict
+) -> Float[Tensor, "rows site width"]:
+    """Forward the transformer body with reading hooks; stop after the deepest site."""
+    with reading_hooks(model, sites, select) as captured:
         try:
             model.body(**batch, use_cache=False)
         except StopForward:
             pass
-    return torch.stack([captured[layer] for layer in layers], dim=1)
+    return torch.stack([captured[site] for site in sites], dim=1)
+
+
+def residual_layers(sites: Sequence[Site], backend: str) -> list[int]:
+    """The residual layers of ``sites``; other sites need the hooks backend."""
+    other = [site.name for site in sites if site.layer is None]
+    if other:
+        raise PolylensError(
+            f"the {backend} backend reads residual layers; use backend='hooks' for {other[0]}"
+        )
+    return [site.layer for site in sites]
 
 
 def _tl_bridge(model: LoadedModel):
@@ -67,11 +78,11 @@ def tl_names(layers: Sequence[int]) -> list[str]:
 
 
 def transformer_lens_backend(
-    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
+    model: LoadedModel, batch: Batch, sites: Sequence[Site], select: Select, options: dict
 ) -> Float[Tensor, "rows layer d_model"]:
     """``run_with_cache`` with a names filter on the residual hooks of the requested layers."""
     bridge = _tl_bridge(model)
-    names = tl_names(layers)
+    names = tl_names(residual_layers(sites, "transformer_lens"))
     _, cache = bridge.run_with_cache(
         batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -95,9 +106,10 @@ def _nnsight_model(model: LoadedModel, remote: bool):
 
 
 def nnsight_backend(
-    model: LoadedModel, batch: Batch, layers: Sequence[int], select: Select, options: dict
+    model: LoadedModel, batch: Batch, sites: Sequence[Site], select: Select, options: dict
 ) -> Float[Tensor, "rows layer d_model"]:
     """``LanguageModel.trace`` saving block inputs/outputs; ``remote=True`` runs it on NDIF."""
+    layers = residual_layers(sites, "nnsight")
     remote = bool(options.get("remote", False))
     lm = _nnsight_model(model, remote)
     blocks = _envoy(lm, model.adapter.blocks)

@@ -30,6 +30,7 @@ from interp.errors import PolylensError
 from interp.models import LoadedModel
 from interp.positions import BatchSelector, Positions, PositionsLike
 from interp.provenance import provenance
+from interp.sites import Site, layer_site, parse_sites, site_width
 from interp.store import ActivationStore, entry_key
 from interp.transfer import HostCopy
 
@@ -85,12 +86,26 @@ class ExtractionPlan:
     prompts: list[str]
     token_ids: list[list[int]]
     layers: list[int]
+    """Residual layers asked for (empty when ``named_sites`` were asked for instead)."""
     positions: Positions
     dtype: str
+    named_sites: tuple[Site, ...] = ()
+    """Sites asked for by name (``extract(..., sites=...)``), instead of residual layers."""
+
+    @property
+    def sites(self) -> list[Site]:
+        """What each entry of the result's second axis reads."""
+        return list(self.named_sites) or [layer_site(layer) for layer in self.layers]
+
+    @property
+    def width(self) -> int:
+        """Size of each row's last dimension (``d_model``, or the MLP width for ``mlp_act``)."""
+        return site_width(self.model, self.sites[0])
 
     @property
     def meta(self) -> dict:
         """Provenance and the content-addressed identity of the result."""
+        named = {"sites": [s.name for s in self.named_sites]} if self.named_sites else {}
         return provenance(
             self.model.identity,
             prompts_hash=prompts_hash(self.prompts),
@@ -99,6 +114,7 @@ class ExtractionPlan:
             positions=self.positions.key,
             dtype=self.dtype,
             d_model=self.model.d_model,
+            **named,
         )
 
     def rows_per_prompt(self, rows: Sequence[int]) -> list[int]:
@@ -115,6 +131,7 @@ def plan_extraction(
     prompts: Sequence[str],
     *,
     layers: str | int | Sequence[int] = "all",
+    sites: str | Sequence[str] | None = None,
     positions: PositionsLike = "last",
     dtype: str = "float32",
 ) -> ExtractionPlan:
@@ -128,13 +145,21 @@ def plan_extraction(
     empty = [i for i, ids in enumerate(token_ids) if not ids]
     if empty:
         raise PolylensError(f"prompt {empty[0]} tokenizes to nothing; remove empty prompts")
+    named = tuple(parse_sites(model, sites)) if sites is not None else ()
+    widths = {site.name: site_width(model, site) for site in named}
+    if len(set(widths.values())) > 1:
+        raise PolylensError(
+            f"sites of different widths in one extraction ({widths}); extract mlp_act sites "
+            "separately from the d_model ones"
+        )
     plan = ExtractionPlan(
         model,
         prompts,
         token_ids,
-        resolve_layers(layers, model.n_layers),
+        [] if named else resolve_layers(layers, model.n_layers),
         Positions.parse(positions, len(prompts)),
         dtype,
+        named,
     )
     plan.positions.token_slices([len(ids) for ids in token_ids])  # fail now, not mid-run
     return plan
@@ -161,7 +186,7 @@ def extract_rows(
     counts = torch.tensor([0] + plan.rows_per_prompt(rows))
     offsets = counts.cumsum(0)
     # The result is allocated once; each batch's rows are written into it in one pass.
-    flat = torch.empty(int(offsets[-1]), len(plan.layers), model.d_model, dtype=storage)
+    flat = torch.empty(int(offsets[-1]), len(plan.sites), plan.width, dtype=storage)
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
     order = sorted(range(len(rows)), key=lambda i: -len(plan.token_ids[rows[i]]))
     in_flight: tuple[Tensor, HostCopy] | None = None
@@ -180,7 +205,7 @@ def extract_rows(
             batch["input_ids"].shape[1],
             device,
         )
-        out = run(model, batch, plan.layers, select, backend_options or {})
+        out = run(model, batch, plan.sites, select, backend_options or {})
         copy = HostCopy.start(out.to(storage))
         if in_flight is not None:
             finish(*in_flight)
@@ -198,6 +223,7 @@ def extract(
     prompts: Sequence[str],
     *,
     layers: str | int | Sequence[int] = "all",
+    sites: str | Sequence[str] | None = None,
     positions: PositionsLike = "last",
     backend: str = "hooks",
     batch_size: int = 16,
@@ -212,6 +238,9 @@ def extract(
         model: from ``interp.load_model``.
         prompts: the texts, used verbatim (apply a chat template first if wanted).
         layers: ``"all"``, an index or a list (0 = embedding output, L = after the last block).
+        sites: instead of residual layers, named sites (``interp.sites``: ``attn_out.3``,
+            ``mlp_out.*``, ``mlp_act.5``, ...), all of one width; needs the hooks backend for
+            anything but residual sites.
         positions: ``"last"``, ``"mean"``, ``"all"``, an index, one index per prompt, or one
             ``(start, end)`` token span per prompt (see ``interp.positions``).
         backend: ``hooks`` (default), ``transformer_lens`` or ``nnsight``.
@@ -223,7 +252,9 @@ def extract(
         progress: show a tqdm bar.
         backend_options: passed to the backend, e.g. ``{"remote": True}`` for nnsight on NDIF.
     """
-    plan = plan_extraction(model, prompts, layers=layers, positions=positions, dtype=dtype)
+    plan = plan_extraction(
+        model, prompts, layers=layers, sites=sites, positions=positions, dtype=dtype
+    )
     if store is not None:
         store = store if isinstance(store, ActivationStore) else ActivationStore(store)
         return extract_to_store(

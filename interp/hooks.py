@@ -1,7 +1,7 @@
-"""PyTorch forward hooks on the residual stream, alive only inside a context manager.
+"""Reading hooks for extraction: record named sites, and stop the forward pass after the last.
 
-Hooks are global state on the model: ``residual_hooks`` removes every handle in ``finally``, so
-an exception inside a batch never leaves one behind.
+Hooks are global state on the model: ``reading_hooks`` removes every handle in ``finally``
+(through ``interp.sites.hooked``), so an exception inside a batch never leaves one behind.
 """
 
 from __future__ import annotations
@@ -10,60 +10,43 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
-Select = Callable[[Float[Tensor, "batch seq d_model"]], Float[Tensor, "rows d_model"]]
+from interp.models import LoadedModel
+from interp.sites import Site, SiteFn, forward_order, hooked
+
+Select = Callable[[Float[Tensor, "batch seq width"]], Float[Tensor, "rows width"]]
 
 
 class StopForward(Exception):
-    """Raised by the deepest hook so the forward pass ends after the last layer it needs."""
-
-
-def _hidden(x: Tensor | tuple) -> Tensor:
-    # Decoder layers return a tensor in recent transformers, a tuple (hidden, ...) in older ones.
-    return x[0] if isinstance(x, tuple) else x
+    """Raised by the deepest hook so the forward pass ends after the last site it needs."""
 
 
 @contextmanager
-def residual_hooks(
-    blocks: nn.ModuleList,
-    layers: Sequence[int],
+def reading_hooks(
+    model: LoadedModel,
+    sites: Sequence[Site],
     select: Select,
     *,
     stop_after_deepest: bool = True,
-) -> Iterator[dict[int, Tensor]]:
-    """Record ``select(residual)`` at each layer while the context is open.
+) -> Iterator[dict[Site, Tensor]]:
+    """Record ``select(tensor)`` at each site while the context is open.
 
-    Layer 0 is block 0's input (the embedding output); layer i is block i-1's raw output.
-    Yields a dict filled during the forward pass: layer -> ``[rows, d_model]``. With
-    ``stop_after_deepest`` the deepest hook raises ``StopForward`` once it has recorded, which the
-    caller catches: nothing after the last requested layer runs (no final norm, no unembedding).
+    Yields a dict filled during the forward pass: site -> ``[rows, width]``. With
+    ``stop_after_deepest`` the hook of the site the forward pass reaches last raises
+    ``StopForward`` once it has recorded, which the caller catches: nothing after it runs (no
+    final norm, no unembedding).
     """
-    captured: dict[int, Tensor] = {}
-    deepest = max(layers)
+    captured: dict[Site, Tensor] = {}
+    deepest = max(sites, key=forward_order)
 
-    def record(layer: int, hidden: Tensor) -> None:
-        captured[layer] = select(hidden)
-        if stop_after_deepest and layer == deepest:
-            raise StopForward
+    def record(site: Site) -> SiteFn:
+        def fn(x: Tensor) -> None:
+            captured[site] = select(x)
+            if stop_after_deepest and site == deepest:
+                raise StopForward
 
-    def pre_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        record(0, args[0] if args else kwargs["hidden_states"])
+        return fn
 
-    def post_hook_for(layer: int) -> Callable:
-        def post_hook(_module: nn.Module, _args: tuple, output: Tensor | tuple) -> None:
-            record(layer, _hidden(output))
-
-        return post_hook
-
-    handles = []
-    try:
-        if 0 in layers:
-            handles.append(blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        for layer in layers:
-            if layer > 0:
-                handles.append(blocks[layer - 1].register_forward_hook(post_hook_for(layer)))
+    with hooked(model, [(site, record(site)) for site in sites]):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from interp.activations import residual_site_name
 from interp.architectures import get_submodule
 from interp.errors import PolylensError
 from interp.models import LoadedModel
@@ -66,7 +67,16 @@ class Site:
 
 def layer_site(layer: int) -> Site:
     """The site of residual layer ``layer`` (0 = the embeddings handed to block 0)."""
-    return Site("resid_pre", 0) if layer == 0 else Site("resid_post", layer - 1)
+    kind, _, block = residual_site_name(layer).partition(".")
+    return Site(kind, int(block))
+
+
+_ORDER = {"embed": 0, "resid_pre": 1, "attn_out": 2, "mlp_act": 3, "mlp_out": 4, "resid_post": 5}
+
+
+def forward_order(site: Site) -> tuple[int, int]:
+    """Sorts sites in the order a forward pass reaches them."""
+    return (-1 if site.block is None else site.block, _ORDER[site.kind])
 
 
 def parse_sites(model: LoadedModel, spec: str | Site | Iterable[str | Site]) -> list[Site]:

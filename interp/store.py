@@ -71,6 +71,8 @@ _MANIFEST_FIELDS = (
 def entry_key(meta: dict) -> str:
     """Content address of an extraction: a hash of the fields that determine its tensors."""
     identity = {k: meta[k] for k in _KEY_FIELDS}
+    if "sites" in meta:  # named-site extractions; residual-layer keys stay as they were
+        identity["sites"] = meta["sites"]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 

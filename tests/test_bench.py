@@ -1,5 +1,7 @@
 """Unit tier: the benchmarks run end to end on a tiny model (their numbers are not asserted)."""
 
+import json
+
 import pytest
 from tiny import save_tiny
 
@@ -46,3 +48,12 @@ def test_bench_interventions_report(tiny_dir):
     result = bench_interventions(tiny_dir, n_prompts=8, repeats=1, batch_size=4)
     assert set(result["median_s"]) == {"plain", "ablated"} and result["hooks"] == 9
     assert result["ratio ablated/plain"] > 0
+
+
+def test_bench_interventions_cli(tiny_dir, tmp_path, capsys):
+    from experiments.cli import main
+
+    out = tmp_path / "b.json"
+    argv = ["bench", "interventions", "--model", tiny_dir, "--n-prompts", "4", "--repeats", "1"]
+    assert main([*argv, "--batch-size", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["hooks"] == 9

@@ -7,7 +7,8 @@ from tolerance import OTHER_IMPLEMENTATION, SAME_MATH, assert_close_to_scale
 
 import interp
 from interp.batching import pad_batch
-from interp.hooks import residual_hooks
+from interp.hooks import reading_hooks
+from interp.sites import Site, layer_site, site_width
 
 
 def reference_hidden_states(model, prompts):
@@ -103,7 +104,7 @@ def test_hooks_removed_when_batch_raises(llama):
 
     hooks_before = hook_ids(llama)
     with pytest.raises(RuntimeError, match="inside a batch"):
-        with residual_hooks(llama.blocks, [0, 2], boom) as captured:
+        with reading_hooks(llama, [layer_site(0), layer_site(2)], boom) as captured:
             assert hook_ids(llama) != hooks_before
             llama.body(**pad_batch(llama.tokenize(PROMPTS), 0, llama.device))
     assert captured == {}
@@ -149,3 +150,34 @@ def test_float16_storage(llama):
     acts = interp.extract(llama, PROMPTS, dtype="float16", progress=False)
     assert acts.flat.dtype == torch.float16
     assert acts.meta["dtype"] == "float16"
+
+
+def test_named_sites(model):
+    names = ["resid_pre.1", "attn_out.1", "mlp_out.1", "resid_post.1"]
+    acts = interp.extract(model, PROMPTS, sites=names, progress=False)
+    assert acts.sites == names and acts.layers == []
+    assert acts.tensor.shape == (len(PROMPTS), 4, model.d_model)
+    # a block adds attention and MLP to its input
+    pre, attn, mlp, post = (acts.site(n) for n in names)
+    assert_close_to_scale(pre + attn + mlp, post, SAME_MATH)
+    # residual sites are the residual layers
+    layers = interp.extract(model, PROMPTS, layers=[1, 2], progress=False)
+    assert_close_to_scale(acts.site("resid_pre.1"), layers.layer(1), SAME_MATH)
+    assert_close_to_scale(acts.site("resid_post.1"), layers.layer(2), SAME_MATH)
+    assert layers.sites == ["resid_post.0", "resid_post.1"]  # layer i is block i-1's output
+    neurons = interp.extract(model, PROMPTS, sites="mlp_act.*", positions="all", progress=False)
+    width = site_width(model, Site("mlp_act", 0))
+    assert neurons.flat.shape[1:] == (model.n_blocks, width) and width != model.d_model
+
+
+def test_named_sites_in_the_store(llama, tmp_path):
+    store = interp.ActivationStore(tmp_path)
+    first = interp.extract(llama, PROMPTS, sites="mlp_act.*", store=store, progress=False)
+    again = store.load(store.ls()[0]["key"])
+    assert again.sites == first.sites and torch.equal(again.tensor, first.tensor)
+    residual = interp.extract(llama, PROMPTS, layers=[1], store=store, progress=False)
+    assert len(store.ls()) == 2 and residual.sites == ["resid_post.0"]
+    with pytest.raises(interp.PolylensError, match="different widths"):
+        interp.extract(llama, PROMPTS, sites=["mlp_act.0", "mlp_out.0"], progress=False)
+    with pytest.raises(interp.PolylensError, match="backend='hooks'"):
+        interp.extract(llama, PROMPTS, sites="mlp_out.0", backend="nnsight", progress=False)

@@ -201,3 +201,24 @@ def test_sites_match_transformer_lens_hooks():
     for kind, tl_name in names.items():
         ours, theirs = rec[f"{kind}.1"][0][real], cache[f"blocks.1.{tl_name}"][real]
         assert_close_to_scale(ours, theirs, SAME_MATH)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generation_under_edits(llama, use_cache):
+    kw = dict(max_new_tokens=6, use_cache=use_cache)
+    plain = llama.generate(PROMPTS, **kw)
+    v = unit(llama.d_model, seed=3)
+    with intervene(llama, {"resid_pre.*": Add(v, coeff=40.0)}):
+        steered = llama.generate(PROMPTS, **kw)
+    assert steered != plain
+    assert llama.generate(PROMPTS, **kw) == plain  # nothing left behind
+    # Patching the prompt's last position with its own values changes nothing; a patch that
+    # leaked into KV-cached steps would overwrite every new token with the prompt's last one.
+    with recording(llama, "resid_post.1") as rec:
+        llama.logits(PROMPTS)
+    last = rec["resid_post.1"][0][:, -1]
+    with intervene(llama, {"resid_post.1": Patch(last, positions=-1)}):
+        if use_cache:
+            assert llama.generate(PROMPTS, **kw) == plain
+        else:  # without a cache every step reruns the prompt: the patch hits each last token
+            assert llama.generate(PROMPTS, **kw) != plain
