@@ -97,6 +97,13 @@ class Figure:
     explanation: str
 
 
+def display(value: object) -> str:
+    """A key number as a reader wants it: floats to 4 significant digits, the rest as is."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 class ResultDir:
     """Writes one experiment's result directory; ``commit()`` puts it in place."""
 
@@ -152,12 +159,16 @@ class ResultDir:
         return path
 
     def figure(self, name: str, title: str, explanation: str, mpl_fig, plotly_fig) -> None:
-        """Save a matplotlib PNG and a self-contained plotly HTML (plotly.js inlined)."""
+        """Save a matplotlib PNG and a plotly HTML that works offline.
+
+        plotly.js (4.8 MB) is written once per result, as ``figures/plotly.min.js``, and every
+        figure's page loads it relatively: inlining it put one copy in every figure.
+        """
         import matplotlib.pyplot as plt
 
         mpl_fig.savefig(self.path / "figures" / f"{name}.png", dpi=120, bbox_inches="tight")
         plt.close(mpl_fig)
-        plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs=True)
+        plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs="directory")
         self.figures.append(Figure(name, title, explanation))
 
     def metrics(self, metrics: dict) -> None:
@@ -176,7 +187,7 @@ class ResultDir:
         for key, value in metrics.items():
             if not isinstance(value, (dict, list)):
                 parts.append(
-                    f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>"
+                    f"<tr><th>{html.escape(key)}</th><td>{html.escape(display(value))}</td></tr>"
                 )
         parts.append("</table>")
         for note in self.notes:

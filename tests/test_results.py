@@ -118,3 +118,10 @@ def test_interrupted_run_leaves_the_previous_result_whole(
     assert "n_words: 3" in (target / "config.yaml").read_text()
     assert _snapshot(target)["metrics.json"] != before["metrics.json"]
     assert _siblings(tmp_path, "translation-barrier") == ["c.yaml"]
+
+
+def test_key_numbers_are_rounded_for_reading():
+    from experiments.results import display
+
+    assert display(0.07216348499059677) == "0.07216"
+    assert display(12345.678) == "12,346" and display(3) == "3" and display("en") == "en"
