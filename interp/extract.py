@@ -290,16 +290,24 @@ def extract_to_store(
 
     A shard on disk is reused only if it matches the checksum recorded when it was written;
     an entry whose manifest is corrupted is resumed the same way (the manifest is rebuilt).
+
+    Data-parallel under ``torchrun`` (``torch.distributed`` initialised, any backend): rank r
+    of W extracts shards r, r + W, ... into the same store; once every rank's shards are on disk
+    rank 0 alone seals the manifest, and every rank reads the whole result back. A killed rank's
+    shards are redone by the next run, with any number of ranks.
     """
     meta = plan.meta
     key = entry_key(meta)
     if store.is_complete(key):
         return store.load(key)
+    rank, world = _rank_and_world()
     store.begin_entry(key, plan.prompts)
     n = len(plan.prompts)
-    todo = [s for s in store.shard_starts(n) if not store.has_verified_shard(key, s)]
-    with tqdm(total=n, desc="extract", unit="prompt", disable=not progress) as bar:
-        bar.update(n - sum(min(store.shard_size, n - s) for s in todo))
+    mine = store.shard_starts(n)[rank::world]
+    todo = [s for s in mine if not store.has_verified_shard(key, s)]
+    total = sum(min(store.shard_size, n - s) for s in mine)
+    with tqdm(total=total, desc="extract", unit="prompt", disable=not progress or rank > 0) as bar:
+        bar.update(total - sum(min(store.shard_size, n - s) for s in todo))
         for start in todo:
             flat, offsets = extract_rows(
                 plan,
@@ -310,5 +318,24 @@ def extract_to_store(
                 on_batch=bar.update,
             )
             store.write_shard(key, start, flat, offsets)
-    store.finish_entry(key, meta, backend=backend)
+    _barrier(world)  # every rank's shards are on disk
+    if rank == 0:
+        store.finish_entry(key, meta, backend=backend)
+    _barrier(world)  # the manifest is sealed
     return store.load(key, verify=False)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size under ``torch.distributed``; (0, 1) without."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
