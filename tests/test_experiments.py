@@ -71,12 +71,23 @@ def test_latent_language_result_directory(tiny_dir, tmp_path, capsys):
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["collision_policy"] == "dropped"
+    assert metrics["collision_policy"] == "dropped" and metrics["demonstrations"] == "per_word"
+    assert (out / "figures/control_collisions.png").is_file()
+    assert set(metrics["collision_control"]) >= {"without collisions", "with all collisions"}
+    assert set(metrics["collisions_per_pair"]["fr-zh"]) == {
+        "count",
+        "target_en",
+        "target_source",
+        "en_source",
+    }
+    assert metrics["en_peak_ci_low"] <= metrics["en_peak_prob"] <= metrics["en_peak_ci_high"]
+    assert len(metrics["controls"]) == 3
     assert metrics["n_items"] > 0 and 0 <= metrics["mean_final_accuracy"] <= 1
     for skipped in metrics["skipped_pairs"]:
         assert skipped["reason"] and skipped["usable_words"] < 5
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "interactive version" in html
+    assert "<h2>Controls</h2>" in html and "demonstrations drawn per test word" in html
     figure = (out / "figures/language_mass.html").read_text()
     assert 'src="https://cdn.plot.ly' not in figure and len(figure) > 1_000_000  # plotly.js inlined
     # Same config and seed, same numbers.
@@ -99,6 +110,12 @@ def test_translation_barrier_rates(tiny_dir, tmp_path):
         "layers": "intermediate (1 .. L-1)",
         "concept_tokens": "any_but_source",
     }
+    for key in (
+        "translation_failure_share_with_collisions",
+        "translation_failure_share_source_counted",
+    ):
+        assert 0 <= metrics[key] <= 1
+    assert len(metrics["controls"]) == 2
 
 
 def test_no_usable_pair_is_a_clear_error(tiny_dir, tmp_path):
