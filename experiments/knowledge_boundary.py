@@ -15,6 +15,7 @@ shuffled within relation, gives the selectivity (accuracy - control accuracy) pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -34,7 +35,7 @@ from interp.store import ActivationStore
 from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features
-from probes.controls import selectivity, shuffle_within_groups
+from probes.controls import control_task, selectivity_peak
 from probes.evaluate import balanced_accuracy, cross_validate
 from probes.linear import fit_logistic, fit_mass_mean
 
@@ -326,15 +327,16 @@ def _probe_curves(
                 f"'{config.labels}' labels, fewer than {config.folds} folds; skipped"
             )
             continue
-        logistic = lambda a, b: fit_logistic(a, b, C=config.C)  # noqa: E731
-        probes = [("logistic", y, logistic), ("mass_mean", y, fit_mass_mean)]
+        logistic = partial(fit_logistic, C=config.C)
+        folds = {"k": config.folds, "seed": config.seed, "strata": groups}  # relation-balanced
+        scores = {"logistic": None, "mass_mean": None}
         if config.control_task:
-            shuffled = shuffle_within_groups(y, groups, config.seed)
-            probes.append(("logistic_control", shuffled, logistic))
-        scores = {}
-        for name, labels, fit in probes:
-            cv = cross_validate(x, labels, k=config.folds, seed=config.seed, fit=fit, strata=groups)
-            scores[name] = cv
+            ct = control_task(x, y, groups, k=config.folds, seed=config.seed, fit=logistic)
+            scores |= {"logistic": ct["task"], "logistic_control": ct["control"]}
+        else:
+            scores["logistic"] = cross_validate(x, y, fit=logistic, **folds)
+        scores["mass_mean"] = cross_validate(x, y, fit=fit_mass_mean, **folds)
+        for name, cv in scores.items():
             for li in range(x.shape[0]):
                 rows.append(
                     {"items": items, "lang": lang, "probe": name, "layer": li}
@@ -348,7 +350,7 @@ def _probe_curves(
             control[lang] = {
                 "accuracy": task["accuracy"].mean(0),
                 "control_accuracy": ctrl["accuracy"].mean(0),
-                "selectivity": selectivity(task["accuracy"], ctrl["accuracy"]),
+                "selectivity": ct["selectivity"],
                 "auroc": task["auroc"].mean(0),
                 "control_auroc": ctrl["auroc"].mean(0),
             }
@@ -423,16 +425,10 @@ def _selectivity_figure(out: ResultDir, name: str, control: dict, items: str) ->
             ylabel="accuracy (CV)",
         ),
     )
-    mean = sel.mean(0)
-    peak = int(mean.argmax())
-    return {
-        "peak_layer": peak,
-        "peak_selectivity": float(mean[peak]),
-        "accuracy_at_peak": float(acc.mean(0)[peak]),
-        "control_accuracy_at_peak": float(ctrl.mean(0)[peak]),
+    return selectivity_peak(acc, ctrl) | {
         "per_language_peak": {
-            lang: {"layer": int(v.argmax()), "value": float(v.max())}
-            for lang, v in ((lang, per["selectivity"]) for lang, per in control.items())
+            lang: selectivity_peak(per["accuracy"][None], per["control_accuracy"][None])
+            for lang, per in control.items()
         },
     }
 

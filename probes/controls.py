@@ -10,13 +10,15 @@ on the control labels; selectivity = accuracy - control accuracy, per layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import PolylensError
+from probes.evaluate import cross_validate
+from probes.linear import LinearProbe, fit_logistic
 
 
 def shuffle_within_groups(
@@ -44,3 +46,45 @@ def selectivity(
     if task.ndim > 1:
         task, control = task.mean(0), control.mean(0)
     return task - control
+
+
+def control_task(
+    x: Float[Tensor, "layer n d"],
+    y: Int[Tensor, " n"],
+    groups: Sequence[str],
+    *,
+    k: int = 5,
+    seed: int = 0,
+    fit: Callable[[Tensor, Tensor], LinearProbe] = fit_logistic,
+) -> dict[str, dict[str, Tensor] | Tensor]:
+    """The probe on the real labels and on the control labels, cross-validated alike.
+
+    Both use folds balanced per group (``stratified_folds`` with ``strata=groups``), so each fold
+    keeps every group's base rate for the real and for the control labels.
+
+    Returns:
+        ``{"task": ..., "control": ...}``, each ``cross_validate``'s ``[fold, layer]`` metrics,
+        and ``"selectivity"``: ``[layer]`` mean accuracy minus mean control accuracy.
+    """
+    task = cross_validate(x, y, k=k, seed=seed, fit=fit, strata=groups)
+    labels = shuffle_within_groups(y, groups, seed)
+    control = cross_validate(x, labels, k=k, seed=seed, fit=fit, strata=groups)
+    return {
+        "task": task,
+        "control": control,
+        "selectivity": selectivity(task["accuracy"], control["accuracy"]),
+    }
+
+
+def selectivity_peak(
+    task: Float[Tensor, "lang layer"], control: Float[Tensor, "lang layer"]
+) -> dict[str, float | int]:
+    """Where the selectivity curve, averaged over rows (e.g. languages), peaks, and its parts."""
+    sel = (task - control).mean(0)
+    at = int(sel.argmax())
+    return {
+        "peak_layer": at,
+        "peak_selectivity": float(sel[at]),
+        "accuracy_at_peak": float(task.mean(0)[at]),
+        "control_accuracy_at_peak": float(control.mean(0)[at]),
+    }

@@ -10,7 +10,12 @@ from experiments.translation_task import TranslationConfig, build_items
 from interp import PolylensError
 from interp.controls import collision_kinds, fixed_demonstrations, per_word_demonstrations
 from interp.data import Word
-from probes.controls import selectivity, shuffle_within_groups
+from probes.controls import (
+    control_task,
+    selectivity,
+    selectivity_peak,
+    shuffle_within_groups,
+)
 from probes.evaluate import stratified_folds
 
 # German "Tomate" and English "tomato" share their first token under PrefixTokenizer (a cognate);
@@ -169,3 +174,24 @@ def test_selectivity_is_accuracy_minus_control():
     task = torch.tensor([[0.9, 0.8], [0.7, 0.6]])
     control = torch.tensor([[0.6, 0.6], [0.6, 0.6]])
     assert torch.allclose(selectivity(task, control), torch.tensor([0.2, 0.1]))
+
+
+def test_control_task_of_a_relation_only_feature_has_no_selectivity():
+    # The only signal is the relation: the probe does as well on the control labels.
+    groups = ["capital"] * 60 + ["currency"] * 60
+    y = torch.tensor(([1] * 45 + [0] * 15) + ([1] * 15 + [0] * 45))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 120, 4, generator=gen)
+    x[:, :60, 0] += 3.0  # layer features say which relation, nothing else
+    out = control_task(x, y, groups, k=5, seed=0)
+    assert out["selectivity"].abs().max() < 0.1
+    assert out["task"]["accuracy"].mean() > 0.65
+    # A feature that carries the label itself is selective.
+    x[1, :, 1] += 4.0 * (y.float() * 2 - 1)
+    out = control_task(x, y, groups, k=5, seed=0)
+    assert out["selectivity"][1] > 0.15
+    peak = selectivity_peak(out["task"]["accuracy"], out["control"]["accuracy"])
+    assert peak["peak_layer"] == 1
+    assert peak["peak_selectivity"] == pytest.approx(
+        peak["accuracy_at_peak"] - peak["control_accuracy_at_peak"]
+    )
