@@ -160,7 +160,8 @@ def run(config: TranslationConfig) -> Path:
                 if config.demonstrations == "per_word"
                 else " (one fixed set per pair; the per_word variant is the default)."
             ),
-            f"{demo_sets} distinct demonstration sets over {len(items)} prompts.",
+            f"{demo_sets} distinct demonstration sets over {len(items)} prompts; the other "
+            "variant's English peak (same test words) comes from a rerun with the switch flipped.",
         ),
         out.control(
             "An English bump on prompts the model gets wrong would be noise, not a route to the "
