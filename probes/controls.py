@@ -56,19 +56,29 @@ def control_task(
     k: int = 5,
     seed: int = 0,
     fit: Callable[[Tensor, Tensor], LinearProbe] = fit_logistic,
+    shuffles: int = 1,
 ) -> dict[str, dict[str, Tensor] | Tensor]:
     """The probe on the real labels and on the control labels, cross-validated alike.
 
     Both use folds balanced per group (``stratified_folds`` with ``strata=groups``), so each fold
-    keeps every group's base rate for the real and for the control labels.
+    keeps every group's base rate for the real and for the control labels. With ``shuffles`` > 1
+    the control metrics are averaged over that many shufflings (seeds ``seed``, ``seed + 1``, ...):
+    one shuffle's accuracy varies by a few points on a hundred items.
 
     Returns:
         ``{"task": ..., "control": ...}``, each ``cross_validate``'s ``[fold, layer]`` metrics,
         and ``"selectivity"``: ``[layer]`` mean accuracy minus mean control accuracy.
     """
+    if shuffles < 1:
+        raise PolylensError(f"shuffles = {shuffles}; the control task needs at least one")
     task = cross_validate(x, y, k=k, seed=seed, fit=fit, strata=groups)
-    labels = shuffle_within_groups(y, groups, seed)
-    control = cross_validate(x, labels, k=k, seed=seed, fit=fit, strata=groups)
+    runs = [
+        cross_validate(
+            x, shuffle_within_groups(y, groups, seed + i), k=k, seed=seed, fit=fit, strata=groups
+        )
+        for i in range(shuffles)
+    ]
+    control = {m: torch.stack([r[m] for r in runs]).mean(0) for m in runs[0]}
     return {
         "task": task,
         "control": control,

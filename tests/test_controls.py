@@ -183,8 +183,9 @@ def test_control_task_of_a_relation_only_feature_has_no_selectivity():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 120, 4, generator=gen)
     x[:, :60, 0] += 3.0  # layer features say which relation, nothing else
-    out = control_task(x, y, groups, k=5, seed=0)
+    out = control_task(x, y, groups, k=5, seed=0, shuffles=3)
     assert out["selectivity"].abs().max() < 0.1
+    assert out["control"]["accuracy"].shape == out["task"]["accuracy"].shape
     assert out["task"]["accuracy"].mean() > 0.65
     # A feature that carries the label itself is selective.
     x[1, :, 1] += 4.0 * (y.float() * 2 - 1)
@@ -195,3 +196,8 @@ def test_control_task_of_a_relation_only_feature_has_no_selectivity():
     assert peak["peak_selectivity"] == pytest.approx(
         peak["accuracy_at_peak"] - peak["control_accuracy_at_peak"]
     )
+
+
+def test_control_task_needs_a_shuffle():
+    with pytest.raises(PolylensError, match="at least one"):
+        control_task(torch.randn(1, 20, 2), torch.tensor([0, 1] * 10), ["a"] * 20, shuffles=0)
