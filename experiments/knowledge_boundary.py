@@ -429,7 +429,12 @@ def _selectivity_figure(out: ResultDir, name: str, control: dict, items: str) ->
             ylabel="accuracy (CV)",
         ),
     )
+    auroc = torch.stack([per["auroc"] for per in control.values()])
+    control_auroc = torch.stack([per["control_auroc"] for per in control.values()])
+    # Accuracy is Hewitt & Liang's measure; with unbalanced known/unknown it sits near the
+    # majority rate, so the same difference in AUROC is reported beside it.
     return selectivity_peak(acc, ctrl) | {
+        "auroc": selectivity_peak(auroc, control_auroc),
         "per_language_peak": {
             lang: selectivity_peak(per["accuracy"][None], per["control_accuracy"][None])
             for lang, per in control.items()

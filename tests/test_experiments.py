@@ -204,6 +204,7 @@ def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
     }
     sel = subset["selectivity"]
     assert 0 <= sel["peak_layer"] <= 3 and set(sel["per_language_peak"]) == {"en", "fr"}
+    assert 0 <= sel["auroc"]["peak_layer"] <= 3
     assert sel["peak_selectivity"] == pytest.approx(
         sel["accuracy_at_peak"] - sel["control_accuracy_at_peak"]
     )
