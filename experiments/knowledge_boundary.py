@@ -4,11 +4,18 @@ After "Analyzing LLMs' Knowledge Boundary Cognition Across Languages Through the
 Representations": linear probes per layer and language on known vs unknown questions (5-fold
 CV), cross-lingual transfer (train on one language, test on another), training-free alignments
 that close the transfer gap, and the linear structure of language differences.
+
+Labels are the model's own answers by default (an answerable question is known only if the model
+completes its fact's cloze); construction labels (answerable = known) are a config, but they
+separate by question form (invented names, future years) before any knowledge. Folds are balanced
+per relation, and a control task in the sense of Hewitt & Liang (2019), the same probe on labels
+shuffled within relation, gives the selectivity (accuracy - control accuracy) per layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -28,6 +35,7 @@ from interp.store import ActivationStore
 from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features
+from probes.controls import control_task, selectivity_peak
 from probes.evaluate import balanced_accuracy, cross_validate
 from probes.linear import fit_logistic, fit_mass_mean
 
@@ -40,8 +48,9 @@ class BoundaryConfig(ExperimentConfig):
 
     n_per_class: int = 100
     """Known and unknown questions per language (the same items in every language)."""
-    labels: Literal["construction", "model"] = "construction"
-    """construction (answerable = known) or model (the model's own answer decides)."""
+    labels: Literal["construction", "model"] = "model"
+    """model (the model's own answer decides) or construction (answerable = known; separable by
+    question form alone)."""
     position: Literal["last", "mean"] = "last"
     """last (the question's last token) or mean (over its tokens)."""
     chat: bool = False
@@ -50,11 +59,17 @@ class BoundaryConfig(ExperimentConfig):
     """Cross-validation folds."""
     C: float = 1.0  # noqa: N815 (scikit-learn's name)
     """Inverse L2 strength of the logistic probe."""
+    control_task: bool = True
+    """Also fit the probe on labels shuffled within relation (Hewitt & Liang's control task)
+    and report selectivity = accuracy - control accuracy per layer."""
+    control_shuffles: int = 5
+    """Shufflings the control task's metrics are averaged over."""
 
     _ranges: ClassVar[dict[str, Range]] = {
         "n_per_class": at_least(1),
         "folds": at_least(2),
         "C": above(0),
+        "control_shuffles": at_least(1),
     }
 
     def __post_init__(self) -> None:
@@ -84,10 +99,12 @@ def run(config: BoundaryConfig) -> Path:
     out = ResultDir(NAME, config)
     layers = list(range(model.n_layers))
 
-    rows, curves = _probe_curves(data, config, out.notes, items="all")
+    rows, curves, sel = _probe_curves(data, config, out.notes, "all", boundary.groups)
     if not curves:
         raise PolylensError("no language has both known and unknown items; change the labels")
     _curve_figure(out, "auroc_by_layer", curves, "all questions")
+    sel_rows = _selectivity_rows(sel, "all")
+    selectivity_all = _selectivity_figure(out, "selectivity_by_layer", sel, "all questions")
     peaks = _peaks(curves, model.n_blocks)
     mean_curve = torch.stack([c[0] for c in curves.values()]).mean(0)
     best = int(mean_curve.argmax())
@@ -96,18 +113,30 @@ def run(config: BoundaryConfig) -> Path:
         # Unanswerable questions differ from answerable ones in form (invented names, future
         # years), which a probe can read without any knowledge. Among answerable questions only
         # the model's own correctness separates the classes.
+        # Relations differ in how often the model knows them (capitals more than currencies), so
+        # the folds are balanced per relation and the control task shuffles within relation.
         mask = boundary.answerable
         subset = {lang: (x[:, mask], y[mask]) for lang, (x, y) in data.items()}
-        more_rows, subset_curves = _probe_curves(subset, config, out.notes, items="answerable")
+        relations = [g for g, m in zip(boundary.groups, mask.tolist()) if m]
+        more_rows, subset_curves, subset_sel = _probe_curves(
+            subset, config, out.notes, "answerable", relations
+        )
         rows += more_rows
+        sel_rows += _selectivity_rows(subset_sel, "answerable")
         answerable_only = {
             "known_per_language": {lang: int(y.sum()) for lang, (_, y) in subset.items()},
             "answerable_per_language": int(mask.sum()),
+            "known_rate_per_relation": _known_rates(subset, relations),
             "peaks": _peaks(subset_curves, model.n_blocks),
+            "selectivity": _selectivity_figure(
+                out, "selectivity_by_layer_answerable", subset_sel, "answerable questions"
+            ),
         }
         if subset_curves:
             _curve_figure(out, "auroc_by_layer_answerable", subset_curves, "answerable questions")
     out.table("probe_by_layer", rows)
+    if sel_rows:
+        out.table("selectivity_by_layer", sel_rows)
 
     langs = list(curves)
     train = {lang: (data[lang][0][:, train_mask], data[lang][1][train_mask]) for lang in langs}
@@ -271,6 +300,10 @@ def run(config: BoundaryConfig) -> Path:
     if offsets:
         at_best = [o["offset_r2"] for o in offsets if o["layer"] == best]
         metrics["offset_r2_best_layer_mean"] = float(np.mean(at_best))
+    metrics["selectivity"] = selectivity_all
+    # Layer 1: one block on the tokens (at layer 0 the last token, "?", is the same everywhere).
+    layer1 = float(torch.stack([c[0][min(1, len(c[0]) - 1)] for c in curves.values()]).mean())
+    metrics["controls"] = _controls(out, config, layer1, selectivity_all, answerable_only)
     out.metrics(metrics)
     out.report("Knowledge boundary across languages", __doc__.split("\n\n")[1], metrics)
     return out.commit()
@@ -281,9 +314,15 @@ def _probe_curves(
     config: BoundaryConfig,
     notes: list[str],
     items: str,
-) -> tuple[list[dict], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """CV metrics per language, probe and layer; logistic AUROC (mean, std over folds)."""
-    rows, curves = [], {}
+    groups: list[str],
+) -> tuple[list[dict], dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, dict]]:
+    """CV metrics per language, probe and layer; logistic AUROC (mean, std over folds); and per
+    language the fold-mean accuracy and AUROC of the probe and of its control task.
+
+    Folds are balanced per group (relation); the control task fits the same logistic probe on
+    labels shuffled within group.
+    """
+    rows, curves, control = [], {}, {}
     for lang, (x, y) in tqdm(data.items(), desc=f"probes ({items})", unit="language"):
         smallest = min(int(y.sum()), int((1 - y).sum()))
         if smallest < config.folds:
@@ -292,11 +331,16 @@ def _probe_curves(
                 f"'{config.labels}' labels, fewer than {config.folds} folds; skipped"
             )
             continue
-        for name, fit in (
-            ("logistic", lambda a, b: fit_logistic(a, b, C=config.C)),
-            ("mass_mean", fit_mass_mean),
-        ):
-            cv = cross_validate(x, y, k=config.folds, seed=config.seed, fit=fit)
+        logistic = partial(fit_logistic, C=config.C)
+        folds = {"k": config.folds, "seed": config.seed}
+        scores = {"logistic": None, "mass_mean": None}
+        if config.control_task:
+            ct = control_task(x, y, groups, fit=logistic, shuffles=config.control_shuffles, **folds)
+            scores |= {"logistic": ct["task"], "logistic_control": ct["control"]}
+        else:
+            scores["logistic"] = cross_validate(x, y, fit=logistic, strata=groups, **folds)
+        scores["mass_mean"] = cross_validate(x, y, fit=fit_mass_mean, strata=groups, **folds)
+        for name, cv in scores.items():
             for li in range(x.shape[0]):
                 rows.append(
                     {"items": items, "lang": lang, "probe": name, "layer": li}
@@ -305,7 +349,16 @@ def _probe_curves(
                 )
             if name == "logistic":
                 curves[lang] = (cv["auroc"].mean(0), cv["auroc"].std(0))
-    return rows, curves
+        if config.control_task:
+            task, ctrl = scores["logistic"], scores["logistic_control"]
+            control[lang] = {
+                "accuracy": task["accuracy"].mean(0),
+                "control_accuracy": ctrl["accuracy"].mean(0),
+                "selectivity": ct["selectivity"],
+                "auroc": task["auroc"].mean(0),
+                "control_auroc": ctrl["auroc"].mean(0),
+            }
+    return rows, curves, control
 
 
 def _curve_figure(out: ResultDir, name: str, curves: dict, items: str) -> None:
@@ -339,3 +392,114 @@ def _peaks(curves: dict, n_blocks: int) -> dict[str, dict]:
         }
         for lang, (mean, _) in curves.items()
     }
+
+
+def _selectivity_rows(control: dict[str, dict], items: str) -> list[dict]:
+    return [
+        {"items": items, "lang": lang, "layer": li} | {k: float(v[li]) for k, v in per.items()}
+        for lang, per in control.items()
+        for li in range(len(per["selectivity"]))
+    ]
+
+
+def _selectivity_figure(out: ResultDir, name: str, control: dict, items: str) -> dict | None:
+    """Selectivity by layer (mean over languages, band: min to max); returns its peak."""
+    if not control:
+        return None
+    sel = torch.stack([per["selectivity"] for per in control.values()])  # [lang, layer]
+    acc = torch.stack([per["accuracy"] for per in control.values()])
+    ctrl = torch.stack([per["control_accuracy"] for per in control.values()])
+    layers = list(range(sel.shape[1]))
+    bands = {
+        label: (v.mean(0).tolist(), v.min(0).values.tolist(), v.max(0).values.tolist())
+        for label, v in (("selectivity", sel), ("probe accuracy", acc), ("control accuracy", ctrl))
+    }
+    out.figure(
+        name,
+        f"Control task: selectivity by layer ({items})",
+        "Hewitt & Liang's control task: the same logistic probe fitted on labels shuffled within "
+        "relation (each relation keeps its known/unknown counts). Selectivity is the probe's "
+        "cross-validated accuracy minus the control's; what the relation alone (or the question "
+        "form) gives, the control gets too. Lines: mean over languages; bands: min to max.",
+        *plots.lines_with_bands(
+            layers,
+            bands,
+            title=f"Selectivity (accuracy - control accuracy), {items}",
+            xlabel="layer",
+            ylabel="accuracy (CV)",
+        ),
+    )
+    auroc = torch.stack([per["auroc"] for per in control.values()])
+    control_auroc = torch.stack([per["control_auroc"] for per in control.values()])
+    # Accuracy is Hewitt & Liang's measure; with unbalanced known/unknown it sits near the
+    # majority rate, so the same difference in AUROC is reported beside it.
+    return selectivity_peak(acc, ctrl) | {
+        "auroc": selectivity_peak(auroc, control_auroc),
+        "per_language_peak": {
+            lang: selectivity_peak(per["accuracy"][None], per["control_accuracy"][None])
+            for lang, per in control.items()
+        },
+    }
+
+
+def _known_rates(subset: dict, relations: list[str]) -> dict[str, float]:
+    """Share of answerable questions the model knows, per relation (mean over languages)."""
+    ys = torch.stack([y for _, y in subset.values()]).float()  # [lang, n]
+    return {r: float(ys[:, [g == r for g in relations]].mean()) for r in sorted(set(relations))}
+
+
+def _controls(
+    out: ResultDir, config: BoundaryConfig, layer1: float, sel_all: dict | None, sub: dict | None
+) -> list[dict]:
+    """The report's controls: question form, relation base rates, the label scheme."""
+    form = f"all questions, layer 1 (one block on the tokens): mean AUROC {layer1:.3f}"
+    if sub is not None and sub["peaks"]:
+        best = max(sub["peaks"].values(), key=lambda p: p["peak_auroc"])
+        mean_peak = float(np.mean([p["peak_auroc"] for p in sub["peaks"].values()]))
+        form += (
+            f"; answerable only (one form): mean of per-language peak AUROCs {mean_peak:.3f} "
+            f"(best {best['peak_auroc']:.3f} at layer {best['peak_layer']})"
+        )
+    rows = [
+        out.control(
+            "Question form: unanswerable questions use invented names and future years, so a "
+            "probe can separate them by surface form.",
+            "AUROC after a single block, and probes among answerable questions only, where the "
+            "form is shared and only the model's answer decides the label "
+            f"(labels: {config.labels}).",
+            form,
+        )
+    ]
+    if sel_all is not None:
+        rows.append(
+            out.control(
+                "Relation and construction: the labels go with what a question asks about.",
+                "Control task on all questions: labels shuffled within relation / construction "
+                "type; selectivity = accuracy - control accuracy.",
+                f"peak selectivity {sel_all['peak_selectivity']:.3f} at layer "
+                f"{sel_all['peak_layer']} (accuracy {sel_all['accuracy_at_peak']:.3f} vs "
+                f"control {sel_all['control_accuracy_at_peak']:.3f})",
+            )
+        )
+    if sub is not None and sub.get("selectivity") is not None:
+        s = sub["selectivity"]
+        rates = ", ".join(f"{r} {v:.2f}" for r, v in sub["known_rate_per_relation"].items())
+        rows.append(
+            out.control(
+                f"Among answerable questions, relations are known at different rates ({rates}): "
+                "a probe could read the relation, not the knowledge.",
+                "Relation-balanced folds and the control task within relation (answerable only).",
+                f"peak selectivity {s['peak_selectivity']:.3f} at layer {s['peak_layer']} "
+                f"(accuracy {s['accuracy_at_peak']:.3f} vs control "
+                f"{s['control_accuracy_at_peak']:.3f})",
+            )
+        )
+    elif config.labels == "construction":
+        rows.append(
+            out.control(
+                "Construction labels: known = answerable, which the question form gives away.",
+                "Model labels (the default) add answerable-only probes and their control task.",
+                "not run under construction labels",
+            )
+        )
+    return rows

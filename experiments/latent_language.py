@@ -4,7 +4,9 @@ After Wendler et al. 2024 ("Do Llamas Work in English?") and the translation-bar
 few-shot word translation for every source/target pair (and the repetition task), decoded at
 every layer with the logit (or tuned) lens. Per layer and pair: the probability of the answer in
 the target language, in English and in the source language, and the probability mass on the
-concept's forms in every language, with bootstrap 95% intervals over words.
+concept's forms in every language, with bootstrap 95% intervals over words. Words whose first
+tokens collide between target, English and source are dropped by default, and the English curve
+is drawn with and without them as a control; demonstrations are drawn per test word by default.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import torch
 
 from experiments import register
 from experiments.base import ResultDir, seed_everything
-from experiments.translation_task import TranslationConfig, run_task
+from experiments.translation_task import TaskRun, TranslationConfig, choices, run_task
 from interp import plots
-from interp.metrics import bootstrap_mean
+from interp.metrics import bootstrap_mean, curve_peak
 
 NAME = "latent-language"
 
@@ -27,7 +29,8 @@ NAME = "latent-language"
 def run(config: TranslationConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
-    task = run_task(config)
+    full = run_task(config)
+    task = full.main()
     out = ResultDir(NAME, config)
     probs = task.lens.set_logprobs[..., : len(task.set_langs)].exp()  # [item, layer, language]
     roles = task.role_probs()
@@ -53,8 +56,7 @@ def run(config: TranslationConfig) -> Path:
     out.table("per_pair_layer", rows)
 
     # Wendler's setting: English is neither the source nor the target.
-    non_en = torch.tensor([it.src != "en" and it.tgt != "en" and it.src != it.tgt for it in items])
-    focus = non_en if non_en.any() else torch.ones(len(items), dtype=torch.bool)
+    focus = _focus(items)
     curves = {k: bootstrap_mean(v[focus], config.bootstrap, config.seed) for k, v in roles.items()}
     fig = plots.lines_with_bands(
         layers,
@@ -131,7 +133,47 @@ def run(config: TranslationConfig) -> Path:
         ),
     )
 
-    en_mean = curves["en"][0]
+    en_peak = curve_peak(roles["en"][focus], layers, config.bootstrap, config.seed)
+    collision_control = _collision_control(out, full, config)
+    right = focus & correct
+    en_peak_correct = (
+        curve_peak(roles["en"][right], layers, config.bootstrap, config.seed)
+        if right.any()
+        else None
+    )
+    demo_sets = len({(it.src, it.tgt, it.demos) for it in items})
+    controls = [
+        out.control(
+            "Cognates: where English and source forms share first tokens, p(English) is the "
+            "source word copied from the prompt.",
+            "English peak without and with the words whose tokens collide (target, English, "
+            "source), on the same draw of words; "
+            + ("they are dropped." if config.drop_collisions else "they are kept."),
+            _peak_text(collision_control),
+        ),
+        out.control(
+            "One fixed set of demonstrations per pair: a pair's curve would partly measure those "
+            "few words.",
+            f"demonstrations: {config.demonstrations}"
+            + (
+                " (a seeded draw per test word, never the word itself)."
+                if config.demonstrations == "per_word"
+                else " (one fixed set per pair; the per_word variant is the default)."
+            ),
+            f"{demo_sets} distinct demonstration sets over {len(items)} prompts; the other "
+            "variant's English peak (same test words) comes from a rerun with the switch flipped.",
+        ),
+        out.control(
+            "An English bump on prompts the model gets wrong would be noise, not a route to the "
+            "answer.",
+            "English peak among the words translated correctly at the last layer only.",
+            "no correct word"
+            if en_peak_correct is None
+            else f"layer {en_peak_correct['layer']}: {en_peak_correct['value']:.3f} "
+            f"[{en_peak_correct['ci_low']:.3f}, {en_peak_correct['ci_high']:.3f}] over "
+            f"{en_peak_correct['n']} words",
+        ),
+    ]
     metrics = {
         "model": config.model,
         "lens": config.lens,
@@ -139,13 +181,82 @@ def run(config: TranslationConfig) -> Path:
         "n_pairs": len(pairs),
         "skipped_pairs": task.skipped_pairs,
         "collision_policy": "dropped" if config.drop_collisions else "kept",
-        "dropped_for_collisions": task.dropped,
-        "en_peak_layer": layers[int(en_mean.argmax())],
-        "en_peak_prob": float(en_mean.max()),
+        "demonstrations": config.demonstrations,
+        "distinct_demonstration_sets": demo_sets,
+        "en_peak_layer": en_peak["layer"],
+        "en_peak_prob": en_peak["value"],
+        "en_peak_ci_low": en_peak["ci_low"],
+        "en_peak_ci_high": en_peak["ci_high"],
         "target_prob_last_layer": float(curves["target"][0][-1]),
         "mean_final_accuracy": float(correct.float().mean()),
+        "en_peak_correct_only": en_peak_correct,
+        "collision_control": collision_control,
+        "collisions_per_pair": task.dropped,
+        "controls": controls,
         "per_target": per_target,
     }
     out.metrics(metrics)
-    out.report("Latent language of translation", __doc__.split("\n\n")[1], metrics)
+    intro = __doc__.split("\n\n")[1] + " " + choices(config)
+    out.report("Latent language of translation", intro, metrics)
     return out.commit()
+
+
+def _focus(items) -> torch.Tensor:
+    """Wendler's setting: English is neither the source nor the target (all items if none)."""
+    non_en = torch.tensor([it.src != "en" and it.tgt != "en" and it.src != it.tgt for it in items])
+    return non_en if non_en.any() else torch.ones(len(items), dtype=torch.bool)
+
+
+COLLISION_SUBSETS = {
+    "without collisions": lambda kinds: not kinds,
+    "with English-source collisions": lambda kinds: set(kinds) <= {"en_source"},
+    "with all collisions": lambda kinds: True,
+    "English-source collisions only": lambda kinds: kinds == ("en_source",),
+}
+"""Item subsets of the collision control, by the collision kinds of each item's concept."""
+
+
+def _collision_control(out: ResultDir, full: TaskRun, config: TranslationConfig) -> dict:
+    """p(English) by layer on the same draw of words, without and with colliding ones."""
+    focus = _focus(full.items)
+    p_en = full.role_probs()["en"]
+    layers = full.lens.layers
+    peaks, bands = {}, {}
+    for name, keep in COLLISION_SUBSETS.items():
+        sel = focus & torch.tensor([keep(it.collides) for it in full.items])
+        if not sel.any():
+            peaks[name] = None
+            continue
+        peaks[name] = curve_peak(p_en[sel], layers, config.bootstrap, config.seed)
+        mean, lo, hi = bootstrap_mean(p_en[sel], config.bootstrap, config.seed)
+        bands[f"{name} (n={int(sel.sum())})"] = (mean.tolist(), lo.tolist(), hi.tolist())
+    out.figure(
+        "control_collisions",
+        "Control: the English curve with and without colliding words",
+        "Mean p(English) by layer (95% CI over words), English neither source nor target, on "
+        "one draw of words: without any first-token collision (the default), adding the words "
+        "whose English and source forms share first tokens (the old policy), adding every "
+        "colliding word, and the English-source collisions alone. Where the curves part, "
+        "p(English) is the source word copied from the prompt.",
+        *plots.lines_with_bands(
+            layers,
+            bands,
+            title="p(English) with and without first-token collisions",
+            xlabel="layer",
+            ylabel="p(English) (mean, 95% CI over words)",
+        ),
+    )
+    return peaks
+
+
+def _peak_text(peaks: dict) -> str:
+    def one(name: str) -> str:
+        p = peaks.get(name)
+        if p is None:
+            return f"{name}: no words"
+        return (
+            f"{name}: layer {p['layer']}, {p['value']:.3f} [{p['ci_low']:.3f}, "
+            f"{p['ci_high']:.3f}] (n={p['n']})"
+        )
+
+    return "; ".join(one(n) for n in ("without collisions", "with English-source collisions"))

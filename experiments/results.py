@@ -104,6 +104,18 @@ def display(value: object) -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
 
 
+@dataclass
+class Control:
+    """A row of the report's controls: what could fake the headline and the number against it."""
+
+    threat: str
+    """What could produce the headline without the effect it claims."""
+    check: str
+    """The control run against it."""
+    result: str
+    """The number the control gives, in words."""
+
+
 class ResultDir:
     """Writes one experiment's result directory; ``commit()`` puts it in place."""
 
@@ -119,6 +131,7 @@ class ResultDir:
         (self.path / "figures").mkdir()
         self.figures: list[Figure] = []
         self.notes: list[str] = []
+        self.controls: list[Control] = []
         (self.path / "config.yaml").write_text(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
             encoding="utf-8",
@@ -171,6 +184,11 @@ class ResultDir:
         plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs="directory")
         self.figures.append(Figure(name, title, explanation))
 
+    def control(self, threat: str, check: str, result: str) -> dict:
+        """Add a row to the report's controls section; returns it as a dict for metrics.json."""
+        self.controls.append(Control(threat, check, result))
+        return dataclasses.asdict(self.controls[-1])
+
     def metrics(self, metrics: dict) -> None:
         """Write ``metrics.json``."""
         (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -190,6 +208,15 @@ class ResultDir:
                     f"<tr><th>{html.escape(key)}</th><td>{html.escape(display(value))}</td></tr>"
                 )
         parts.append("</table>")
+        if self.controls:
+            parts.append(
+                "<h2>Controls</h2><p>What could fake the headline, and the number that rules it "
+                "out.</p><table><tr><th>could fake it</th><th>control</th><th>result</th></tr>"
+            )
+            for c in self.controls:
+                cells = "".join(f"<td>{html.escape(x)}</td>" for x in (c.threat, c.check, c.result))
+                parts.append(f"<tr>{cells}</tr>")
+            parts.append("</table>")
         for note in self.notes:
             parts.append(f"<p>{note}</p>")
         for fig in self.figures:

@@ -5,6 +5,8 @@ After the Translation Barrier Hypothesis: for each word and language pair, the o
 wrong, but the right concept, in any language, is decoded at some intermediate layer: among the
 lens's top-k tokens or with probability mass above a threshold) or a *task-solving failure* (the
 concept is never decoded). Rates per pair, per target language and per source/target script.
+Words whose first tokens collide between target, English and source are dropped by default; the
+share of translation failures is also given with them, and with the source word counted.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from experiments import register
 from experiments.base import ResultDir, seed_everything
 from experiments.fields import Range
-from experiments.translation_task import TranslationConfig, run_task
+from experiments.translation_task import TaskRun, TranslationConfig, choices, run_task
 from interp import plots
 from interp.data import LANGUAGES
 from interp.metrics import rates as metrics_rates
@@ -73,12 +76,11 @@ def rates(outcomes: list[str]) -> dict[str, float]:
 def run(config: BarrierConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
-    task = run_task(config)
+    full = run_task(config)
+    task = full.main()
     out = ResultDir(NAME, config)
-    correct = task.final_correct().tolist()
     concept_set = "any_but_source" if config.exclude_source else "any"
-    decoded = decoded_by_layer(task, config.top_k, config.prob_threshold, concept_set)[:, 1:-1]
-    outcomes = [classify(c, d.tolist()) for c, d in zip(correct, decoded)]
+    outcomes, decoded = _outcomes(task, config, concept_set)
     items = task.items
     out.table(
         "per_item",
@@ -169,7 +171,30 @@ def run(config: BarrierConfig) -> Path:
         ),
     )
     overall = rates(outcomes)
-    failures = [o for o in outcomes if o != "correct"]
+    share = _failure_share(outcomes)
+    with_collisions = _failure_share(_outcomes(full, config, concept_set)[0])
+    other_set = "any" if config.exclude_source else "any_but_source"
+    other_share = _failure_share(_outcomes(task, config, other_set)[0])
+    counted = "counted" if other_set == "any" else "not counted"
+    controls = [
+        out.control(
+            "Copying: the source word is in the prompt, so decoding it at a middle layer need not "
+            "be translation.",
+            f"The source-language form {'is not' if config.exclude_source else 'is'} counted as "
+            f"decoded; the same share with it {counted} shows how much copying adds.",
+            f"translation-failure share of failures {share:.3f}; with the source {counted}: "
+            f"{other_share:.3f}",
+        ),
+        out.control(
+            "Cognates and shared tokens: a colliding word is 'decoded' in English or the source "
+            "whenever the other is.",
+            "Collision policy "
+            + ("drop" if config.drop_collisions else "keep")
+            + "; the same share on the same draw of words with the colliding ones included.",
+            f"{share:.3f} on {len(items)} words; with colliding words {with_collisions:.3f} on "
+            f"{len(full.items)} words",
+        ),
+    ]
     metrics = {
         "model": config.model,
         "lens": config.lens,
@@ -181,12 +206,30 @@ def run(config: BarrierConfig) -> Path:
             "concept_tokens": concept_set,
         },
         "collision_policy": "dropped" if config.drop_collisions else "kept",
+        "demonstrations": config.demonstrations,
         "skipped_pairs": task.skipped_pairs,
         **{f"rate_{k}": v for k, v in overall.items()},
-        "translation_failure_share_of_failures": failures.count("translation_failure")
-        / max(1, len(failures)),
+        "translation_failure_share_of_failures": share,
+        "translation_failure_share_with_collisions": with_collisions,
+        f"translation_failure_share_source_{counted.replace(' ', '_')}": other_share,
+        "collisions_per_pair": task.dropped,
+        "controls": controls,
         "per_target": per_target,
     }
     out.metrics(metrics)
-    out.report("Translation barrier", __doc__.split("\n\n")[1], metrics)
+    intro = __doc__.split("\n\n")[1] + " " + choices(config)
+    out.report("Translation barrier", intro, metrics)
     return out.commit()
+
+
+def _outcomes(task: TaskRun, config: BarrierConfig, concept_set: str) -> tuple[list[str], Tensor]:
+    """Each item's outcome and ``[item, layer]`` decoded flags at the intermediate layers."""
+    correct = task.final_correct().tolist()
+    decoded = decoded_by_layer(task, config.top_k, config.prob_threshold, concept_set)[:, 1:-1]
+    return [classify(c, d.tolist()) for c, d in zip(correct, decoded)], decoded
+
+
+def _failure_share(outcomes: list[str]) -> float:
+    """Translation failures among all failures (0 when nothing failed)."""
+    failures = [o for o in outcomes if o != "correct"]
+    return failures.count("translation_failure") / max(1, len(failures))

@@ -8,19 +8,32 @@ A prompt holds ``n_demos`` demonstrations and the test word, in the style of Wen
 
 Source == target gives the repetition task. The answer is read off the next token: a concept's
 token set in a language is the first token of each surface variant of its forms there.
+
+Controls (``interp.controls``): a word whose first tokens collide between target, English and
+source is dropped from a pair by default, but the colliding words met while drawing the test
+words are still decoded as control items (``Item.control_only``), so an experiment can draw its
+curves with and without them. Demonstrations are drawn per test word by default (seeded by the
+word; never the word itself); ``demonstrations: per_pair`` gives every test word of a pair the
+same set, drawn from the words that are not tested. Both variants test the same words.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
 
 from experiments.base import ExperimentConfig
 from experiments.fields import Range, above, at_least
+from interp.controls import (
+    COLLISION_KINDS,
+    collision_kinds,
+    fixed_demonstrations,
+    per_word_demonstrations,
+)
 from interp.data import LANGUAGES, load
 from interp.errors import PolylensError
 from interp.extract import extract
@@ -42,7 +55,10 @@ class TranslationConfig(ExperimentConfig):
     repetition: bool = True
     """Also run source == target (the repetition task)."""
     drop_collisions: bool = True
-    """Drop a word for a pair when its target first tokens are also English or source ones."""
+    """Drop a word for a pair when first tokens collide between target and English, target and
+    source, or English and source (cognates: p(English) would be the source word copied)."""
+    demonstrations: Literal["per_word", "per_pair"] = "per_word"
+    """per_word (a seeded draw for every test word) or per_pair (one fixed set per pair)."""
     lens: Literal["logit", "tuned"] = "logit"
     """logit or tuned."""
     top_k: int = 10
@@ -69,6 +85,12 @@ class Item:
     src: str
     tgt: str
     prompt: str
+    demos: tuple[str, ...] = ()
+    """The concepts of its demonstrations, in prompt order."""
+    collides: tuple[str, ...] = ()
+    """The ``interp.controls.COLLISION_KINDS`` this concept has for the pair."""
+    control_only: bool = False
+    """Dropped by the collision policy; decoded only for the with/without control."""
 
 
 @dataclass
@@ -84,8 +106,29 @@ class TaskRun:
     """Per item, the concept's first tokens in each ``set_langs`` language, ``any`` language and
     ``any_but_source``."""
     skipped_pairs: list[dict]
-    dropped: dict[str, int]
-    """Words dropped per pair for first-token collisions (``src-tgt`` keys)."""
+    dropped: dict[str, dict]
+    """Per pair (``src-tgt`` keys), the words of the list that collide: ``count`` and the words
+    per collision kind (dropped under ``drop_collisions``, kept and listed otherwise)."""
+
+    def select(self, keep: torch.Tensor) -> TaskRun:
+        """The same run restricted to the items where the ``[item]`` mask ``keep`` holds."""
+        idx = keep.nonzero().flatten()
+        lens = LensOutput(
+            self.lens.layers,
+            self.lens.set_names,
+            self.lens.set_logprobs[idx],
+            self.lens.entropy[idx],
+            self.lens.top_ids[idx],
+            self.lens.top_logprobs[idx],
+        )
+        pick = idx.tolist()
+        return replace(
+            self, items=[self.items[i] for i in pick], lens=lens, sets=[self.sets[i] for i in pick]
+        )
+
+    def main(self) -> TaskRun:
+        """The items the collision policy keeps (the control-only items left out)."""
+        return self.select(torch.tensor([not it.control_only for it in self.items]))
 
     def probs_in(self, lang_of_item) -> torch.Tensor:
         """``[item, layer]`` probability of each item's concept in the language it picks."""
@@ -109,13 +152,53 @@ class TaskRun:
         )
 
 
+def choices(config: TranslationConfig) -> str:
+    """The collision policy and the demonstration scheme of a run, as a sentence for its report."""
+    policy = (
+        "dropped (target vs English, target vs source, English vs source)"
+        if config.drop_collisions
+        else "kept"
+    )
+    demos = (
+        "drawn per test word (seeded, never the test word)"
+        if config.demonstrations == "per_word"
+        else "one fixed set per language pair"
+    )
+    return (
+        f"This run: words with first-token collisions {policy}; {config.n_demos} "
+        f"demonstrations {demos}."
+    )
+
+
 def _line(src: str, tgt: str, src_form: str, tgt_form: str | None) -> str:
     left = f'{LANGUAGES[src].endonym}: "{src_form}" - {LANGUAGES[tgt].endonym}: "'
     return left if tgt_form is None else f'{left}{tgt_form}"'
 
 
+def _pair_tests(
+    config: TranslationConfig, concepts: list[str], kinds: dict[str, list[str]], key: str
+) -> tuple[list[str], list[str], list[str]]:
+    """Test words, control-only words and the demonstration pool of one pair.
+
+    The concepts are walked in a seeded order until ``n_words`` kept words are met; colliding
+    words met on the way are the control items (dropped under ``drop_collisions``), so tests plus
+    controls are a random sample of the whole list. At most ``len(pool) - n_demos`` words are
+    tested, so that the fixed-per-pair variant has demonstrations left and tests the same words.
+    """
+    order = sorted(concepts)
+    random.Random(f"{config.seed}:{key}").shuffle(order)
+    pool = [c for c in order if not (config.drop_collisions and kinds[c])]
+    n_tests = min(config.n_words, len(pool) - config.n_demos)
+    tests, controls = [], []
+    for concept in order:
+        if len(tests) >= n_tests:
+            break
+        (controls if config.drop_collisions and kinds[concept] else tests).append(concept)
+    return tests, controls, pool
+
+
 def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict, list, dict]:
-    """Prompts for every pair, the token sets of every concept, skipped pairs and drops."""
+    """Prompts for every pair, the token sets of every concept, skipped pairs and collisions."""
     set_langs = list(dict.fromkeys([*config.langs, "en"]))
     words = {}
     for record in load("words", langs=set_langs):
@@ -127,39 +210,48 @@ def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict,
         }
         for concept, forms in words.items()
     }
-    rng = random.Random(config.seed)
     items, skipped, dropped = [], [], {}
     for src in config.langs:
         for tgt in config.langs:
             if src == tgt and not config.repetition:
                 continue
-            rivals = {"en", src} - {tgt}
-            usable = []
-            for concept, sets in token_sets.items():
-                target = set(sets[tgt])
-                if not target:
-                    continue
-                if config.drop_collisions and any(target & set(sets[r]) for r in rivals):
-                    dropped[f"{src}-{tgt}"] = dropped.get(f"{src}-{tgt}", 0) + 1
-                    continue
-                usable.append(concept)
-            if len(usable) < config.n_demos + 1:
+            key = f"{src}-{tgt}"
+            usable = [c for c, sets in token_sets.items() if sets[tgt]]
+            kinds = {c: collision_kinds(token_sets[c], src, tgt) for c in usable}
+            colliding = {k: sorted(c for c in usable if k in kinds[c]) for k in COLLISION_KINDS}
+            dropped[key] = {"count": sum(bool(v) for v in kinds.values())} | colliding
+            tests, controls, pool = _pair_tests(config, usable, kinds, key)
+            if not tests:
                 skipped.append(
                     {
                         "src": src,
                         "tgt": tgt,
-                        "usable_words": len(usable),
-                        "reason": "too few words whose target tokens do not collide",
+                        "usable_words": len(pool),
+                        "reason": "too few words whose tokens do not collide",
                     }
                 )
-                log.warning("skipping %s->%s: only %d usable words", src, tgt, len(usable))
+                log.warning("skipping %s->%s: only %d usable words", src, tgt, len(pool))
                 continue
-            rng.shuffle(usable)
-            demos, tests = usable[: config.n_demos], usable[config.n_demos :][: config.n_words]
-            shots = "\n".join(_line(src, tgt, words[c][src][0], words[c][tgt][0]) for c in demos)
-            for concept in tests:
-                prompt = shots + "\n" + _line(src, tgt, words[concept][src][0], None)
-                items.append(Item(concept, src, tgt, prompt))
+            fixed = None
+            if config.demonstrations == "per_pair":
+                fixed = fixed_demonstrations(pool, tests, config.n_demos, seed=config.seed, key=key)
+            for concept in tests + controls:
+                demos = fixed or per_word_demonstrations(
+                    pool, concept, config.n_demos, seed=config.seed, key=key
+                )
+                shots = [_line(src, tgt, words[c][src][0], words[c][tgt][0]) for c in demos]
+                prompt = "\n".join([*shots, _line(src, tgt, words[concept][src][0], None)])
+                items.append(
+                    Item(
+                        concept,
+                        src,
+                        tgt,
+                        prompt,
+                        tuple(demos),
+                        tuple(kinds[concept]),
+                        control_only=concept in controls,
+                    )
+                )
     return items, token_sets, skipped, dropped
 
 
@@ -167,7 +259,7 @@ def run_task(config: TranslationConfig) -> TaskRun:
     """Build the prompts, extract every layer at the last token (store-cached), apply the lens."""
     model = load_model(config.model, device=config.device)
     items, token_sets, skipped, dropped = build_items(config, model.tokenizer)
-    if not items:
+    if not any(not it.control_only for it in items):
         raise PolylensError("no language pair has enough usable words; add languages or words")
     acts = extract(
         model,

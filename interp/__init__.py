@@ -11,6 +11,7 @@ The public surface, as a table of contents:
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
 - statistics and geometry: ``interp.metrics``, ``interp.geometry``
+- controls of lens readouts (token collisions, per-word demonstrations): ``interp.controls``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 

@@ -43,3 +43,29 @@ def rates(labels: Sequence[str], categories: Sequence[str]) -> dict[str, float]:
     """Share of each category among ``labels`` (0 for all when there are none)."""
     n = max(1, len(labels))
     return {c: labels.count(c) / n for c in categories}
+
+
+def curve_peak(
+    values: Float[Tensor, "sample layer"], layers: Sequence[int], n: int, seed: int
+) -> dict[str, float | int]:
+    """The layer where the mean curve peaks, its value and the 95% bootstrap interval there.
+
+    Args:
+        values: one curve per sample (e.g. ``[word, layer]`` probabilities).
+        layers: the layer index of each column.
+        n: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Returns:
+        ``{"layer", "value", "ci_low", "ci_high", "n"}``; the interval is over samples at the
+        peak layer (the peak's position is not resampled).
+    """
+    mean, lo, hi = bootstrap_mean(values, n, seed)
+    at = int(mean.argmax())
+    return {
+        "layer": int(layers[at]),
+        "value": float(mean[at]),
+        "ci_low": float(lo[at]),
+        "ci_high": float(hi[at]),
+        "n": int(values.shape[0]),
+    }

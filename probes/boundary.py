@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from interp.data import load
+from interp.data import BoundaryQuestion, load
 from interp.data.loader import split_of
 from interp.errors import PolylensError
 from interp.models import LoadedModel
@@ -43,6 +43,10 @@ class BoundaryData:
     """[n] bool: the row is in the train split."""
     answerable: Tensor
     """[n] bool: the question has an answer (its label may still be 0 under ``model`` labels)."""
+    groups: list[str]
+    """What each row asks about: the relation of an answerable question (``capital``,
+    ``currency``, ...), the construction of an unanswerable one (``future_event``, ...). The
+    control task shuffles labels within these groups, and splits balance them."""
 
 
 def boundary_features(
@@ -76,4 +80,18 @@ def boundary_features(
         [r.id for r in rows],
         torch.tensor([split_of(r.id) == "train" for r in rows]),
         torch.tensor([r.answerable for r in rows]),
+        [question_group(r) for r in rows],
     )
+
+
+def question_group(record: BoundaryQuestion) -> str:
+    """What a question asks about: its relation, or its construction when unanswerable.
+
+    ``real:capital:FR`` -> ``capital``; an unanswerable question gives its type
+    (``fabricated_country``, ``future_event``, ...).
+    """
+    if record.answerable:
+        parts = record.id.split(":")
+        if len(parts) == 3:
+            return parts[1]
+    return record.type

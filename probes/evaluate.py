@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -62,8 +62,15 @@ def expected_calibration_error(
     return ece
 
 
-def stratified_folds(y: Tensor, k: int, seed: int) -> list[Int[Tensor, " fold_n"]]:
-    """Test indices of ``k`` folds, each class spread evenly, shuffled with ``seed``."""
+def stratified_folds(
+    y: Tensor, k: int, seed: int, *, strata: Sequence[str] | None = None
+) -> list[Int[Tensor, " fold_n"]]:
+    """Test indices of ``k`` folds, each class spread evenly, shuffled with ``seed``.
+
+    With ``strata`` (one name per item, e.g. the relation a question asks about), every
+    (stratum, class) cell is spread evenly over the folds, so each fold keeps every stratum's
+    base rate: a probe cannot gain from a relation being over-represented in its test fold.
+    """
     gen = torch.Generator().manual_seed(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     for cls in (0, 1):
@@ -73,9 +80,20 @@ def stratified_folds(y: Tensor, k: int, seed: int) -> list[Int[Tensor, " fold_n"
                 f"class {cls} has {len(idx)} items, fewer than the {k} folds; "
                 "use fewer folds or more data"
             )
-        idx = idx[torch.randperm(len(idx), generator=gen)]
-        for i, j in enumerate(idx.tolist()):
-            folds[i % k].append(j)
+        if strata is None:
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            for i, j in enumerate(idx.tolist()):
+                folds[i % k].append(j)
+    if strata is not None:
+        if len(strata) != len(y):
+            raise PolylensError(f"got {len(strata)} strata for {len(y)} items; give one per item")
+        start = 0  # dealing continues across cells, so fold sizes differ by at most one
+        for cell in sorted({(s, int(c)) for s, c in zip(strata, y.tolist())}):
+            idx = torch.tensor([i for i, key in enumerate(zip(strata, y.tolist())) if key == cell])
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            for i, j in enumerate(idx.tolist()):
+                folds[(start + i) % k].append(j)
+            start += len(idx)
     return [torch.tensor(sorted(f)) for f in folds]
 
 
@@ -86,10 +104,15 @@ def cross_validate(
     k: int = 5,
     seed: int = 0,
     fit: Callable[[Tensor, Tensor], LinearProbe] = fit_logistic,
+    strata: Sequence[str] | None = None,
 ) -> dict[str, Float[Tensor, "fold layer"]]:
-    """Per-fold, per-layer test metrics of probes fitted on the other folds."""
+    """Per-fold, per-layer test metrics of probes fitted on the other folds.
+
+    ``strata`` (one name per item) balances every stratum's classes over the folds (see
+    ``stratified_folds``).
+    """
     check_features(x, y)
-    folds = stratified_folds(y, k, seed)
+    folds = stratified_folds(y, k, seed, strata=strata)
     out: dict[str, list[Tensor]] = {"accuracy": [], "auroc": [], "ece": []}
     for test in folds:
         train = torch.ones(len(y), dtype=torch.bool)

@@ -6,7 +6,7 @@ import pytest
 from tiny import save_tiny
 
 from experiments import get_experiment, register, run_experiment
-from experiments.base import ExperimentConfig
+from experiments.base import CONFIG_DIR, ExperimentConfig
 from experiments.cli import main
 from experiments.translation_barrier import classify
 from interp import PolylensError
@@ -71,12 +71,23 @@ def test_latent_language_result_directory(tiny_dir, tmp_path, capsys):
     ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["collision_policy"] == "dropped"
+    assert metrics["collision_policy"] == "dropped" and metrics["demonstrations"] == "per_word"
+    assert (out / "figures/control_collisions.png").is_file()
+    assert set(metrics["collision_control"]) >= {"without collisions", "with all collisions"}
+    assert set(metrics["collisions_per_pair"]["fr-zh"]) == {
+        "count",
+        "target_en",
+        "target_source",
+        "en_source",
+    }
+    assert metrics["en_peak_ci_low"] <= metrics["en_peak_prob"] <= metrics["en_peak_ci_high"]
+    assert len(metrics["controls"]) == 3
     assert metrics["n_items"] > 0 and 0 <= metrics["mean_final_accuracy"] <= 1
     for skipped in metrics["skipped_pairs"]:
         assert skipped["reason"] and skipped["usable_words"] < 5
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "interactive version" in html
+    assert "<h2>Controls</h2>" in html and "demonstrations drawn per test word" in html
     figure = (out / "figures/language_mass.html").read_text()
     # offline: plotly.js once per result, loaded relatively by every figure
     assert 'src="plotly.min.js"' in figure and len(figure) < 1_000_000
@@ -102,6 +113,12 @@ def test_translation_barrier_rates(tiny_dir, tmp_path):
         "layers": "intermediate (1 .. L-1)",
         "concept_tokens": "any_but_source",
     }
+    for key in (
+        "translation_failure_share_with_collisions",
+        "translation_failure_share_source_counted",
+    ):
+        assert 0 <= metrics[key] <= 1
+    assert len(metrics["controls"]) == 2
 
 
 def test_no_usable_pair_is_a_clear_error(tiny_dir, tmp_path):
@@ -115,10 +132,21 @@ def test_no_usable_pair_is_a_clear_error(tiny_dir, tmp_path):
 
 def test_knowledge_boundary_on_a_tiny_model(tiny_dir, tmp_path):
     path = run_experiment(
-        "knowledge-boundary", None, {"model": tiny_dir, "langs": "en,fr,zh", "out": str(tmp_path)}
+        "knowledge-boundary",
+        CONFIG_DIR / "knowledge-boundary-construction-labels.yaml",
+        {"model": tiny_dir, "langs": "en,fr,zh", "out": str(tmp_path)},
     )
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["labels"] == "construction" and metrics["n_items_per_language"] == 200
+    # Construction labels are constant within each relation and construction type: the control
+    # task's shuffle changes nothing, so the probe has no selectivity at all.
+    assert metrics["selectivity"]["peak_selectivity"] == 0.0
+    assert (
+        metrics["selectivity"]["accuracy_at_peak"]
+        == metrics["selectivity"]["control_accuracy_at_peak"]
+    )
+    assert len(metrics["controls"]) == 3
+    assert "<h2>Controls</h2>" in (path / "report.html").read_text()
     assert set(metrics["alignment_best_layer"]) == {
         "identical",
         "mean_shift",
@@ -165,19 +193,37 @@ def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(
         labels, "is_correct", lambda text, answers: zlib.crc32(answers[0].encode()) % 2 == 0
     )
-    from experiments.base import CONFIG_DIR
-
     path = run_experiment(
-        "knowledge-boundary",
-        CONFIG_DIR / "knowledge-boundary-model-labels.yaml",
-        {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path)},
+        "knowledge-boundary", None, {"model": tiny_dir, "langs": "en,fr", "out": str(tmp_path)}
     )
     metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["labels"] == "model"  # the default
     subset = metrics["answerable_only"]
+    assert set(subset["known_rate_per_relation"]) == {
+        "capital",
+        "continent",
+        "currency",
+        "language",
+    }
+    sel = subset["selectivity"]
+    assert 0 <= sel["peak_layer"] <= 3 and set(sel["per_language_peak"]) == {"en", "fr"}
+    assert 0 <= sel["auroc"]["peak_layer"] <= 3
+    assert sel["peak_selectivity"] == pytest.approx(
+        sel["accuracy_at_peak"] - sel["control_accuracy_at_peak"]
+    )
+    for name in ("selectivity_by_layer", "selectivity_by_layer_answerable"):
+        assert (path / "figures" / f"{name}.png").is_file()
+    table = pd.read_csv(path / "tables" / "selectivity_by_layer.csv")
+    assert set(table["items"]) == {"all", "answerable"}
+    assert (
+        table["selectivity"] - (table["accuracy"] - table["control_accuracy"])
+    ).abs().max() < 1e-6
+    assert len(metrics["controls"]) == 3
     assert subset["answerable_per_language"] == 100
     assert 10 < subset["known_per_language"]["en"] < 90
     assert set(subset["peaks"]) == {"en", "fr"}
     assert (path / "figures" / "auroc_by_layer_answerable.png").is_file()
     rows = pd.read_csv(path / "tables" / "probe_by_layer.csv")
     assert set(rows["items"]) == {"all", "answerable"}
+    assert set(rows["probe"]) == {"logistic", "mass_mean", "logistic_control"}
     assert len(rows[rows["items"] == "answerable"]) == len(rows[rows["items"] == "all"])
