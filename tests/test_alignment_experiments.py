@@ -50,3 +50,23 @@ def test_mid_layer_alignment_user_files(tiny_dir, tmp_path):
     (data / "fr.txt").write_text("Bonjour.\n", encoding="utf-8")
     with pytest.raises(PolylensError, match="has 1 lines but"):
         run_experiment("mid-layer-alignment", None, overrides)
+
+
+def test_embedding_geometry(tiny_dir, tmp_path):
+    overrides = dict(
+        model=tiny_dir,
+        min_tokens=3,
+        probe_tokens=20,
+        neighbour_queries=3,
+        neighbours=5,
+        chunk=50,
+        out=str(tmp_path),
+    )
+    path = run_experiment("embedding-geometry", None, overrides)
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["vocab_size"] == 320
+    assert "Latin" in metrics["embedding"]["neighbours_other_script"]
+    assert 0 <= metrics["embedding"]["separability_balanced_accuracy"] <= 1
+    for name in ("token_scripts", "separability", "neighbour_diversity", "translation_neighbours"):
+        assert (path / "tables" / f"{name}.csv").exists()
+    assert (path / "figures" / "translation_neighbours.html").exists()
