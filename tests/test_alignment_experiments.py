@@ -70,3 +70,24 @@ def test_embedding_geometry(tiny_dir, tmp_path):
     for name in ("token_scripts", "separability", "neighbour_diversity", "translation_neighbours"):
         assert (path / "tables" / f"{name}.csv").exists()
     assert (path / "figures" / "translation_neighbours.html").exists()
+
+
+def test_language_neurons(tiny_dir, tmp_path):
+    overrides = dict(
+        model=tiny_dir,
+        langs="en,fr,zh",
+        n_train_sentences=6,
+        n_eval_sentences=2,
+        top_rate=0.05,
+        out=str(tmp_path),
+    )
+    path = run_experiment("language-neurons", None, overrides)
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["n_neurons"] == 3 * 128
+    assert metrics["n_selected"] >= 1
+    assert set(metrics["neurons_per_language"]) == {"en", "fr", "zh"}
+    for name in ("neurons_per_layer", "selected_neurons", "overlap", "ablation"):
+        assert (path / "tables" / f"{name}.csv").stat().st_size > 0
+    assert (path / "figures" / "ablation_matrix.png").exists()
+    with pytest.raises(PolylensError, match="top_rate = 1.5 is not valid"):
+        run_experiment("language-neurons", None, dict(overrides, top_rate=1.5))
