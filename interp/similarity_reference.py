@@ -31,11 +31,8 @@ def retrieval(a: np.ndarray, b: np.ndarray, k: int) -> tuple[float, float]:
     p_cos = float(np.mean(sims.argmax(1) == np.arange(n)))
     r_a = np.sort(sims, axis=1)[:, ::-1][:, :k].mean(1)
     r_b = np.sort(sims, axis=0)[::-1][:k].mean(0)
-    hits = 0
-    for i in range(n):
-        margin = [sims[i, j] / max((r_a[i] + r_b[j]) / 2, 1e-6) for j in range(n)]
-        hits += int(np.argmax(margin) == i)
-    return p_cos, hits / n
+    margin = sims / np.maximum((r_a[:, None] + r_b[None, :]) / 2, 1e-6)
+    return p_cos, float(np.mean(margin.argmax(1) == np.arange(n)))
 
 
 def cka(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,6 +80,32 @@ def pair_metrics(x: np.ndarray, *, k: int = 4, variance: float = 0.99) -> dict[s
                 out["p1_margin"][layer, a, b] = p_margin
                 out["cka"][layer, a, b] = cka(xa, xb)
                 out["svcca"][layer, a, b] = svcca(xa, xb, variance)
+    return out
+
+
+def unordered_pair_metrics(
+    x: np.ndarray, *, k: int = 4, variance: float = 0.99
+) -> dict[str, np.ndarray]:
+    """The same, as a reference loop would: each unordered pair once, retrieval both ways.
+
+    Entries ``[l, a, b]`` with ``a < b`` hold the symmetric metrics and retrieval a -> b,
+    ``[l, b, a]`` retrieval b -> a; the diagonal is left at zero.
+    """
+    n_lang, n_layer = x.shape[:2]
+    out = {m: np.zeros((n_layer, n_lang, n_lang)) for m in METRICS}
+    for layer in range(n_layer):
+        for a in range(n_lang):
+            for b in range(a + 1, n_lang):
+                xa, xb = x[a, layer].astype(np.float64), x[b, layer].astype(np.float64)
+                for name, value in (
+                    ("cos_gap", cosine_gap(xa, xb)),
+                    ("cka", cka(xa, xb)),
+                    ("svcca", svcca(xa, xb, variance)),
+                ):
+                    out[name][layer, a, b] = out[name][layer, b, a] = value
+                for (qa, qb), (i, j) in (((xa, xb), (a, b)), ((xb, xa), (b, a))):
+                    p_cos, p_margin = retrieval(qa, qb, k)
+                    out["p1_cos"][layer, i, j], out["p1_margin"][layer, i, j] = p_cos, p_margin
     return out
 
 

@@ -168,3 +168,19 @@ def test_parallel_features_mean_leaves_out_bos(llama):
     assert torch.allclose(feats[1, :, 0], rows[1:].mean(0), atol=1e-4)
     last = sim.parallel_features(llama, sentences, pooling="last")
     assert torch.allclose(last[1, :, 0], rows[-1], atol=1e-5)
+
+
+def test_unordered_reference_matches_the_ordered_one():
+    x = np.random.default_rng(0).normal(size=(3, 2, 10, 6))
+    full, half = ref.pair_metrics(x, k=2), ref.unordered_pair_metrics(x, k=2)
+    off = ~np.eye(3, dtype=bool)
+    for name in sim.METRICS:
+        np.testing.assert_allclose(half[name][:, off], full[name][:, off], atol=1e-12)
+
+
+def test_bench_similarity_small():
+    from interp.bench import bench_similarity
+
+    result = bench_similarity(n_langs=3, n_layers=2, n_items=20, d_model=16, repeats=1)
+    assert result["pairs"] == 3
+    assert max(result["max_abs_diff"].values()) < 1e-5
