@@ -11,6 +11,8 @@ The public surface, as a table of contents:
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
 - statistics and geometry: ``interp.metrics``, ``interp.geometry``
+- cross-lingual similarity, token-embedding geometry, language neurons: ``interp.similarity``,
+  ``interp.embeddings``, ``interp.neurons``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
