@@ -86,20 +86,6 @@ def _sentences(config: AlignmentConfig) -> tuple[dict[str, list[str]], str]:
     return {lang: lines[:n] for lang, lines in data.items()}, source
 
 
-def _group_curves(values: torch.Tensor, groups: sim.PairGroups) -> dict[str, tuple]:
-    """Mean and interquartile range over the ordered pairs of each group, per layer."""
-    out = {}
-    for name, mask in (
-        ("same script", groups.same_script),
-        ("different script", groups.off_diagonal & ~groups.same_script),
-    ):
-        if mask.any():
-            pairs = values[:, mask.to(values.device)].float().cpu()
-            q = pairs.quantile(torch.tensor([0.25, 0.75]), dim=1)
-            out[name] = (pairs.mean(1), q[0], q[1])
-    return out
-
-
 def _summary(curve: torch.Tensor, layers: list[int]) -> dict:
     i = int(curve.argmax())
     return {
@@ -151,7 +137,7 @@ def run(config: AlignmentConfig) -> Path:
                                 | dict(peak=float(peak_value[a, b]), first=float(v[0, a, b]))
                                 | dict(last=float(v[-1, a, b]))
                             )
-                curves = _group_curves(v, groups)
+                curves = sim.group_curves(v, groups)
                 summary[metric] = {g: _summary(c[0], layers) for g, c in curves.items()}
                 for g, (mean, lo, hi) in curves.items():
                     for li, layer in enumerate(layers):
@@ -207,7 +193,7 @@ def _curve_figures(out, variant, values, groups, layers) -> None:
     for metric in ("p1_margin", "cka"):
         series = {
             f"{g} ({variant})": tuple(t.tolist() for t in c)
-            for g, c in _group_curves(values[metric], groups).items()
+            for g, c in sim.group_curves(values[metric], groups).items()
         }
         out.figure(
             f"{metric}_by_layer_{slug}",

@@ -45,6 +45,7 @@ __all__ = [
     "center",
     "cka",
     "cosine_gap",
+    "group_curves",
     "pair_groups",
     "pair_metrics",
     "parallel_features",
@@ -240,6 +241,26 @@ def pair_groups(langs: Sequence[str]) -> PairGroups:
         same(lambda m: m.family.split(" (")[0]) & off,
         same(lambda m: m.family) & off,
     )
+
+
+def group_curves(
+    values: PairValues, groups: PairGroups
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Per layer, the mean and interquartile range over the ordered pairs of each script group.
+
+    Groups: ``same script`` and ``different script`` (pairs of two distinct languages); a group
+    with no pair is left out.
+    """
+    out = {}
+    for name, mask in (
+        ("same script", groups.same_script),
+        ("different script", groups.off_diagonal & ~groups.same_script),
+    ):
+        if mask.any():
+            pairs = values[:, mask.to(values.device)].float().cpu()
+            q = pairs.quantile(torch.tensor([0.25, 0.75]), dim=1)
+            out[name] = (pairs.mean(1), q[0], q[1])
+    return out
 
 
 def relatedness_correlation(

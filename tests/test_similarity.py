@@ -184,3 +184,13 @@ def test_bench_similarity_small():
     result = bench_similarity(n_langs=3, n_layers=2, n_items=20, d_model=16, repeats=1)
     assert result["pairs"] == 3
     assert max(result["max_abs_diff"].values()) < 1e-5
+
+
+def test_group_curves():
+    values = torch.arange(2 * 9, dtype=torch.float32).view(2, 3, 3)
+    curves = sim.group_curves(values, sim.pair_groups(["en", "fr", "ru"]))
+    mean, lo, hi = curves["same script"]
+    assert mean.tolist() == [2.0, 11.0]  # (en, fr) = 1 and (fr, en) = 3 at layer 0
+    mean, _, _ = curves["different script"]
+    assert mean.tolist() == [(2 + 5 + 6 + 7) / 4, (2 + 5 + 6 + 7) / 4 + 9]
+    assert set(sim.group_curves(values[:, :1, :1], sim.pair_groups(["en"]))) == set()
