@@ -178,7 +178,7 @@ def run(config: AlignmentConfig) -> Path:
         **{
             f"{metric}_peak_layer_{group.replace(' ', '_')}": top[metric][group]["peak_layer"]
             for metric in ("p1_margin", "cka")
-            for group in ("same script", "different script")
+            for group in ("same script", "different script", "same family", "different family")
             if group in top[metric]
         },
         "variants": variants,

@@ -246,15 +246,17 @@ def pair_groups(langs: Sequence[str]) -> PairGroups:
 def group_curves(
     values: PairValues, groups: PairGroups
 ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """Per layer, the mean and interquartile range over the ordered pairs of each script group.
+    """Per layer, the mean and interquartile range over the ordered pairs of each pair group.
 
-    Groups: ``same script`` and ``different script`` (pairs of two distinct languages); a group
-    with no pair is left out.
+    Groups (pairs of two distinct languages): ``same script``, ``different script``, ``same
+    family`` and ``different family``; a group with no pair is left out.
     """
     out = {}
     for name, mask in (
         ("same script", groups.same_script),
         ("different script", groups.off_diagonal & ~groups.same_script),
+        ("same family", groups.same_family),
+        ("different family", groups.off_diagonal & ~groups.same_family),
     ):
         if mask.any():
             pairs = values[:, mask.to(values.device)].float().cpu()
