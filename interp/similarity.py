@@ -152,7 +152,8 @@ def svcca(x: Features, *, variance: float = 0.99, budget: int = _DEFAULT_BUDGET)
     The canonical correlations of two data matrices are the singular values of ``Qa^T Qb``,
     ``Q`` an orthonormal basis of each one's (centred) column space; after the SVD step that
     basis is the kept left singular vectors. Padding the kept sets to a common width with zero
-    columns adds only zero singular values, so every pair and layer is one batched ``svdvals``.
+    columns adds only zero singular values, so every pair and layer is one batched symmetric
+    eigensolve (in float64: square roots of small eigenvalues amplify rounding).
 
     Returns:
         ``[layer, lang, lang]``: the mean of the ``min(ka, kb)`` canonical correlations.
@@ -174,9 +175,12 @@ def svcca(x: Features, *, variance: float = 0.99, budget: int = _DEFAULT_BUDGET)
     per_layer = 2 * n_lang * n_lang * width * width * q.element_size()
     for chunk in _layer_chunks(n_layer, per_layer, budget):
         cross = torch.einsum("alik,blim->labkm", q[:, chunk], q[:, chunk])
-        out[chunk] = torch.linalg.svdvals(cross).sum(-1).clamp_max(min_k[chunk]) / min_k[
-            chunk
-        ].clamp_min(1)
+        # Singular values as square roots of the eigenvalues of cross^T cross: LAPACK's SVD
+        # converges slowly on these zero-padded products, the symmetric solver does not.
+        cross = cross.double()
+        sv = torch.linalg.eigvalsh(cross.transpose(-1, -2) @ cross).clamp(0, 1).sqrt()
+        mk = min_k[chunk].double()
+        out[chunk] = (sv.sum(-1).clamp_max(mk) / mk.clamp_min(1)).to(out.dtype)
     return out
 
 
