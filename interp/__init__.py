@@ -12,6 +12,8 @@ The public surface, as a table of contents:
   ``interp.tuned_lens``)
 - statistics and geometry: ``interp.metrics``, ``interp.geometry``
 - controls of lens readouts (token collisions, per-word demonstrations): ``interp.controls``
+- cross-lingual similarity, token-embedding geometry, language neurons: ``interp.similarity``,
+  ``interp.embeddings``, ``interp.neurons``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 

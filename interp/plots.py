@@ -174,9 +174,14 @@ def heatmaps_by_layer(
     zlabel: str,
     vmin: float | None = None,
     vmax: float | None = None,
+    active: int | None = None,
 ):
-    """One heatmap per layer: small multiples (static) and a layer slider (interactive)."""
+    """One heatmap per layer: small multiples (static) and a layer slider (interactive).
+
+    ``active`` is the position in ``layers`` the slider opens at (default: the last layer).
+    """
     values = np.asarray(values, dtype=float)
+    active = len(layers) - 1 if active is None else active
     ncols = min(5, len(layers))
     nrows = -(-len(layers) // ncols)
     fig, axes = plt.subplots(
@@ -200,7 +205,7 @@ def heatmaps_by_layer(
                 zlabel,
                 vmin,
                 vmax,
-                visible=i == len(layers) - 1,
+                visible=i == active,
                 name=f"layer {layer}",
             )
             for i, (layer, panel) in enumerate(zip(layers, values))
@@ -214,7 +219,7 @@ def heatmaps_by_layer(
         )
         for i, layer in enumerate(layers)
     ]
-    slider = dict(active=len(layers) - 1, currentvalue=dict(prefix="layer "), steps=steps)
+    slider = dict(active=active, currentvalue=dict(prefix="layer "), steps=steps)
     _heatmap_layout(pfig, title, xlabel, ylabel, sliders=[slider])
     return fig, pfig
 

@@ -1,0 +1,64 @@
+"""The user's own data in the public formats of each field, checked with one clear error per file.
+
+Parallel text comes as public test sets distribute it (FLORES, Tatoeba, WMT): one plain UTF-8
+file per language, one sentence per line, line i of every file the same sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from interp.checks import read_text_file
+from interp.errors import PolylensError
+
+
+def read_parallel_dir(directory: str | Path, langs: Sequence[str]) -> dict[str, list[str]]:
+    """Line-aligned parallel sentences from ``<directory>/<lang>.txt``, one file per language.
+
+    Args:
+        directory: holds one ``<lang>.txt`` per language (ISO 639-1 code), UTF-8, one sentence
+            per line; a final newline is optional.
+        langs: the languages to read, in this order.
+
+    Returns:
+        ``{lang: sentences}``, every list the same length.
+
+    Raises:
+        PolylensError: the directory or a language's file is missing, a file is not UTF-8, has an
+            empty (or whitespace-only) line, or has another line count than the first file.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise PolylensError(f"parallel directory {directory} does not exist or is not a directory")
+    out: dict[str, list[str]] = {}
+    first: tuple[Path, int] | None = None
+    for lang in langs:
+        path = directory / f"{lang}.txt"
+        if not path.is_file():
+            raise PolylensError(
+                f"parallel directory {directory} has no file {path.name} for language {lang!r}; "
+                "add it or drop the language from langs"
+            )
+        text = read_text_file(path, "parallel file")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline ends the last line; it opens no new one
+        lines = [line.removesuffix("\r") for line in lines]
+        if not lines:
+            raise PolylensError(f"parallel file {path} is empty; give one sentence per line")
+        empty = next((i for i, line in enumerate(lines, 1) if not line.strip()), None)
+        if empty is not None:
+            raise PolylensError(
+                f"parallel file {path}:{empty} is an empty line; every line must hold the "
+                "sentence aligned with the same line of the other files"
+            )
+        if first is None:
+            first = (path, len(lines))
+        elif len(lines) != first[1]:
+            raise PolylensError(
+                f"parallel file {path} has {len(lines)} lines but {first[0]} has {first[1]}; "
+                "the files must be line-aligned"
+            )
+        out[lang] = lines
+    return out

@@ -1,0 +1,196 @@
+"""Unit tier: similarity metrics against known cases and a per-pair numpy loop; parallel files."""
+
+import numpy as np
+import pytest
+import torch
+
+from interp import PolylensError
+from interp import similarity as sim
+from interp import similarity_reference as ref
+from interp.data.user import read_parallel_dir
+
+
+def _stack(*sets: torch.Tensor) -> torch.Tensor:
+    """``[lang, layer=1, item, d]`` from ``[item, d]`` sets."""
+    return torch.stack(sets)[:, None]
+
+
+def _orthogonal(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q
+
+
+def test_cka_of_itself_rotation_and_scaling_is_one():
+    x = torch.randn(40, 12, dtype=torch.float64)
+    other = torch.randn(40, 12, dtype=torch.float64)
+    values = sim.cka(_stack(x, x @ _orthogonal(12, 1), 3.7 * x, other))[0]
+    assert torch.allclose(values[0, :3], torch.ones(3, dtype=torch.float64), atol=1e-10)
+    assert values[0, 3] < 0.9
+    assert torch.allclose(values, values.T)
+
+
+def test_svcca_of_an_invertible_linear_map_is_one():
+    x = torch.randn(200, 8, dtype=torch.float64)
+    # Well conditioned, so that every component keeps well over 1% of the variance.
+    a = _orthogonal(8, 2) @ torch.diag(torch.linspace(1, 2, 8, dtype=torch.float64))
+    other = torch.randn(200, 8, dtype=torch.float64)
+    values = sim.svcca(_stack(x, x @ a, other), variance=0.99)[0]
+    assert values[0, 1] == pytest.approx(1, abs=1e-8)
+    assert values[0, 0] == pytest.approx(1, abs=1e-8)
+    assert values[0, 2] < 0.5
+
+
+def test_retrieval_of_a_shuffled_copy_is_perfect():
+    x = torch.randn(30, 16)
+    perm = torch.randperm(30)
+    # Language b holds the same sentences; the parallel order is kept, the row contents equal.
+    feats = _stack(x, x.clone())
+    p_cos, p_margin = sim.retrieval(feats, k=3)
+    assert torch.equal(p_cos[0], torch.ones(2, 2))
+    assert torch.equal(p_margin[0], torch.ones(2, 2))
+    # Shuffling both sides by the same permutation keeps every pair aligned.
+    p_cos, _ = sim.retrieval(_stack(x[perm], x[perm].clone()), k=3)
+    assert torch.equal(p_cos[0], torch.ones(2, 2))
+    # Shuffling one side only breaks the alignment.
+    p_cos, _ = sim.retrieval(_stack(x, x[perm]), k=3)
+    assert p_cos[0, 0, 1] < 0.2
+
+
+def test_margin_beats_cosine_on_a_hub():
+    n = 8
+    eye = torch.eye(2 * n)
+    queries = eye[:n]
+    # Each candidate is its query's translation at cosine 0.3 ...
+    cands = 0.3 * eye[:n] + (1 - 0.09) ** 0.5 * eye[n:]
+    # ... except candidate 0, a hub at cosine 1/sqrt(8) = 0.354 to every query.
+    cands[0] = queries.sum(0) / n**0.5
+    p_cos, p_margin = sim.retrieval(_stack(queries, cands), k=2)
+    assert p_cos[0, 0, 1] == pytest.approx(1 / n)
+    assert p_margin[0, 0, 1] == 1.0
+
+
+def test_margin_score_equals_a_hand_computation():
+    # Two queries, two candidates: cos = [[.9, .5], [.6, .7]], k = 1.
+    sims = np.array([[0.9, 0.5], [0.6, 0.7]])
+    r_q = sims.max(1)  # [.9, .7]
+    r_c = sims.max(0)  # [.9, .7]
+    margin = sims / ((r_q[:, None] + r_c[None, :]) / 2)
+    assert margin[1, 0] == pytest.approx(0.6 / 0.8)
+    assert margin[1, 1] == pytest.approx(1.0)
+    # Vectors with exactly these cosines: unit queries and candidates in the plane.
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor(sims.T, dtype=torch.float32)
+    c = torch.cat([c, (1 - c.square().sum(1, keepdim=True)).clamp_min(0).sqrt()], 1)
+    q = torch.cat([q, torch.zeros(2, 1)], 1)
+    got = sim.retrieval(_stack(q, c), k=1)[1][0, 0, 1]
+    assert got == float(np.mean(margin.argmax(1) == np.arange(2)))
+
+
+def test_batched_equals_the_per_pair_loop():
+    g = torch.Generator().manual_seed(0)
+    # A shared component makes languages similar; per-language noise makes them differ.
+    shared = torch.randn(1, 3, 25, 20, generator=g)
+    x = shared + 0.8 * torch.randn(4, 3, 25, 20, generator=g)
+    for features in (x, sim.center(x)):
+        batched = sim.pair_metrics(features, k=3, variance=0.9, budget=4096)
+        expected = ref.pair_metrics(features.numpy(), k=3, variance=0.9)
+        for name in sim.METRICS:
+            np.testing.assert_allclose(
+                batched[name].double().numpy(), expected[name], atol=1e-5, err_msg=name
+            )
+
+
+def test_chunking_does_not_change_results():
+    x = torch.randn(3, 5, 12, 8)
+    small = sim.pair_metrics(x, budget=1)
+    large = sim.pair_metrics(x)
+    for name in sim.METRICS:
+        assert torch.allclose(small[name], large[name], atol=1e-6), name
+
+
+def test_peaks_and_relatedness():
+    values = torch.zeros(4, 3, 3)
+    values[2] = 1.0
+    values[1, 0, 1] = 2.0
+    layers, best = sim.peak_layers(values, [0, 3, 6, 9])
+    assert layers[0, 1] == 3 and best[0, 1] == 2.0
+    assert layers[1, 2] == 6
+    groups = sim.pair_groups(["en", "fr", "ru"])
+    assert groups.same_script.tolist() == [
+        [False, True, False],
+        [True, False, False],
+        [False, False, False],
+    ]
+    assert bool(groups.same_family[0, 2]) and not bool(groups.same_branch[0, 2])
+    # A metric that is high exactly for the same-script pair correlates perfectly with it.
+    metric = torch.zeros(1, 3, 3)
+    metric[0, 0, 1] = metric[0, 1, 0] = 1.0
+    corr = sim.relatedness_correlation(metric, groups)
+    assert corr["same_script"][0] == pytest.approx(1.0)
+    assert torch.isnan(corr["same_family"][0])  # all three are Indo-European: constant
+
+
+def _write(directory, name, data: bytes):
+    (directory / name).write_bytes(data)
+
+
+def test_parallel_files(tmp_path):
+    _write(tmp_path, "en.txt", b"Hello.\nGood night.\n")
+    _write(tmp_path, "fr.txt", b"Bonjour.\nBonne nuit.")
+    assert read_parallel_dir(tmp_path, ["en", "fr"]) == {
+        "en": ["Hello.", "Good night."],
+        "fr": ["Bonjour.", "Bonne nuit."],
+    }
+    _write(tmp_path, "de.txt", b"Hallo.\n")
+    with pytest.raises(PolylensError, match="de.txt has 1 lines but .*en.txt has 2"):
+        read_parallel_dir(tmp_path, ["en", "de"])
+    _write(tmp_path, "es.txt", b"Hola.\n\n")
+    with pytest.raises(PolylensError, match=r"es.txt:2 is an empty line"):
+        read_parallel_dir(tmp_path, ["en", "es"])
+    _write(tmp_path, "ru.txt", b"\xff\xfe\n")
+    with pytest.raises(PolylensError, match="ru.txt is not UTF-8"):
+        read_parallel_dir(tmp_path, ["ru"])
+    with pytest.raises(PolylensError, match="no file sw.txt for language 'sw'"):
+        read_parallel_dir(tmp_path, ["en", "sw"])
+    with pytest.raises(PolylensError, match="does not exist"):
+        read_parallel_dir(tmp_path / "nope", ["en"])
+
+
+def test_parallel_features_mean_leaves_out_bos(llama):
+    sentences = {"en": ["The capital of France is Paris.", "x"], "fr": ["La capitale", "Paris"]}
+    feats = sim.parallel_features(llama, sentences, pooling="mean", batch_size=3)
+    assert feats.shape == (2, llama.n_layers, 2, llama.d_model)
+    # Direct: the mean over the non-BOS tokens of one prompt, from all positions.
+    from interp import extract
+
+    rows = extract(llama, ["La capitale"], positions="all", progress=False).per_prompt()[0]
+    assert torch.allclose(feats[1, :, 0], rows[1:].mean(0), atol=1e-4)
+    last = sim.parallel_features(llama, sentences, pooling="last")
+    assert torch.allclose(last[1, :, 0], rows[-1], atol=1e-5)
+
+
+def test_unordered_reference_matches_the_ordered_one():
+    x = np.random.default_rng(0).normal(size=(3, 2, 10, 6))
+    full, half = ref.pair_metrics(x, k=2), ref.unordered_pair_metrics(x, k=2)
+    off = ~np.eye(3, dtype=bool)
+    for name in sim.METRICS:
+        np.testing.assert_allclose(half[name][:, off], full[name][:, off], atol=1e-12)
+
+
+def test_bench_similarity_small():
+    from interp.bench import bench_similarity
+
+    result = bench_similarity(n_langs=3, n_layers=2, n_items=20, d_model=16, repeats=1)
+    assert result["pairs"] == 3
+    assert max(result["max_abs_diff"].values()) < 1e-5
+
+
+def test_group_curves():
+    values = torch.arange(2 * 9, dtype=torch.float32).view(2, 3, 3)
+    curves = sim.group_curves(values, sim.pair_groups(["en", "fr", "ru"]))
+    mean, lo, hi = curves["same script"]
+    assert mean.tolist() == [2.0, 11.0]  # (en, fr) = 1 and (fr, en) = 3 at layer 0
+    mean, _, _ = curves["different script"]
+    assert mean.tolist() == [(2 + 5 + 6 + 7) / 4, (2 + 5 + 6 + 7) / 4 + 9]
+    assert set(sim.group_curves(values[:, :1, :1], sim.pair_groups(["en"]))) == set()
