@@ -11,6 +11,8 @@ The public surface, as a table of contents:
 - lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
   ``interp.tuned_lens``)
 - statistics and geometry: ``interp.metrics``, ``interp.geometry``
+- refusal: ``interp.refusal`` (templates, refusal score, judge, user data) and
+  ``interp.directions`` (diff-in-means candidates, batched selection, effects, transfer)
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 

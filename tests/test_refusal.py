@@ -300,3 +300,13 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert sum("selected" in r for r in rows) == 2
     with pytest.raises(PolylensError, match="has no harmful_de.json"):
         run_experiment("refusal-direction", None, {**overrides, "langs": "de"})
+
+
+def test_bench_refusal_report(tmp_path):
+    from interp.bench import bench_refusal
+
+    result = bench_refusal(
+        str(save_tiny("llama", tmp_path / "m")), n_train=4, n_val=2, layer_stride=2
+    )
+    assert set(result["median_s"]) == {"batched", "one_per_pass"}
+    assert result["same_selection"] and result["n_candidates"] == 2 * 3
