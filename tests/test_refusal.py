@@ -306,7 +306,21 @@ def test_bench_refusal_report(tmp_path):
     from interp.bench import bench_refusal
 
     result = bench_refusal(
-        str(save_tiny("llama", tmp_path / "m")), n_train=4, n_val=2, layer_stride=2
+        str(save_tiny("llama", tmp_path / "m")), n_train=4, n_val=2, rows_per_pass=64
     )
     assert set(result["median_s"]) == {"batched", "one_per_pass"}
-    assert result["same_selection"] and result["n_candidates"] == 2 * 3
+    assert result["same_selection"] and result["n_candidates"] % 4 == 0  # 4 layers x positions
+
+
+def test_shipped_configs_resolve():
+    from experiments.base import CONFIG_DIR, load_config
+    from experiments.refusal_direction import RefusalConfig
+
+    default = load_config(RefusalConfig, "refusal-direction", None, {})
+    assert default.model == "gemma-3-270m" and default.template == "incontext"
+    smol = load_config(
+        RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-smollm2.yaml", {}
+    )
+    assert smol.model == "smollm2-135m-instruct" and smol.template == "chat"
+    with pytest.raises(PolylensError, match="template"):
+        load_config(RefusalConfig, "refusal-direction", None, {"template": "magic"})
