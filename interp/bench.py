@@ -343,3 +343,67 @@ def bench_similarity(
         "rss_growth_mb": _mb(timings.rss_growth),
         "cuda_peak_mb": _mb(timings.cuda_peak),
     }
+
+
+def bench_refusal(
+    spec: LoadedModel | str = "gemma-3-270m",
+    *,
+    lang: str = "en",
+    n_train: int = 32,
+    n_val: int = 8,
+    layer_stride: int = 1,
+    rows_per_pass: int = 256,
+    repeats: int = 1,
+    device: str | None = None,
+) -> dict:
+    """Refusal-direction selection: candidates stacked per forward pass vs one per pass.
+
+    Both score every candidate (bypass, induce, KL) on the same validation prompts of the
+    in-context testbed; the reference loops over candidates, one forward pass (of the whole
+    validation batch) each, as the paper's code does. Reports medians and whether both select
+    the same candidate.
+    """
+    from interp.data import load
+    from interp.directions import candidate_directions, score_candidates, select_direction
+    from interp.refusal import incontext_template, opener_token_ids, post_instruction_count
+
+    model = bench_model(spec, device)
+    template = incontext_template(lang)
+    records = load("safety", langs=[lang])
+    harmful = template.wrap([r.text for r in records if r.harmful])
+    harmless = template.wrap([r.text for r in records if not r.harmful])
+    n_post = post_instruction_count(model, harmful + harmless)
+    cands = candidate_directions(model, harmful[:n_train], harmless[:n_train], n_post)
+    val_h, val_n = harmful[n_train : n_train + n_val], harmless[n_train : n_train + n_val]
+    openers = opener_token_ids(model, template)
+    layers = list(range(0, model.n_layers, layer_stride))
+    chosen: dict[str, tuple[int, int]] = {}
+
+    def method(rows: int) -> Callable[[], None]:
+        def run() -> None:
+            scores = score_candidates(
+                model, cands, val_h, val_n, openers, layers=layers, rows_per_pass=rows
+            )
+            sel = select_direction(scores, model.n_blocks)
+            chosen[str(rows)] = (sel.layer, sel.pos)
+
+        return run
+
+    methods = {"batched": method(rows_per_pass), "one_per_pass": method(1)}
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    med = timings.median
+    return {
+        "model": model.name,
+        "device": str(model.device),
+        "lang": lang,
+        "n_candidates": len(layers) * n_post,
+        "n_val_per_class": n_val,
+        "rows_per_pass": rows_per_pass,
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": timings.times,
+        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "speedup one_per_pass/batched": med["one_per_pass"] / med["batched"],
+        "selected": {"batched": chosen[str(rows_per_pass)], "one_per_pass": chosen["1"]},
+        "same_selection": chosen[str(rows_per_pass)] == chosen["1"],
+    }

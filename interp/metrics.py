@@ -1,4 +1,4 @@
-"""Statistics the analyses share: bootstrap intervals, KL divergence, outcome rates.
+"""Statistics the analyses share: bootstrap intervals, KL divergence, outcome rates, AUROC.
 
 Plain functions on tensors (or lists of labels), with no model and no files, so that a notebook
 computes exactly what an experiment reports.
@@ -69,3 +69,13 @@ def curve_peak(
         "ci_high": float(hi[at]),
         "n": int(values.shape[0]),
     }
+
+
+def auroc(positive: Sequence[float] | Tensor, negative: Sequence[float] | Tensor) -> float:
+    """Probability that a positive scores above a negative (ties count half)."""
+    pos = torch.as_tensor(positive, dtype=torch.float64).flatten()
+    neg = torch.as_tensor(negative, dtype=torch.float64).flatten()
+    if not len(pos) or not len(neg):
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())

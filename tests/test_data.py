@@ -75,7 +75,6 @@ def test_splits_are_deterministic_and_shared_across_languages():
     [
         (lambda: load("wordz"), "unknown dataset 'wordz'; available: words, facts"),
         (lambda: load("words", langs=["xx"]), "unknown or uncovered language 'xx'"),
-        (lambda: load("safety", langs=["ja"]), "dataset 'safety' does not cover 'ja'"),
         (lambda: load("words", split="dev"), "unknown split 'dev'"),
         (lambda: fill("capital", "eo", "cloze", "X"), "no cloze template"),
     ],
@@ -83,6 +82,14 @@ def test_splits_are_deterministic_and_shared_across_languages():
 def test_bad_requests(call, message):
     with pytest.raises(PolylensError, match=message):
         call()
+
+
+def test_uncovered_language(monkeypatch):
+    from interp.data import loader
+
+    monkeypatch.setattr(loader, "covered_langs", lambda name: ["en", "fr"])
+    with pytest.raises(PolylensError, match="dataset 'safety' does not cover 'ja'"):
+        load("safety", langs=["ja"])
 
 
 def test_script_detection():
@@ -136,8 +143,8 @@ def test_data_cli(capsys):
     assert len(out) == 4 and "eau" in out[0] and "水" in out[1]
     assert main(["data", "check"]) == 0
     assert "0 violations" in capsys.readouterr().out
-    assert main(["data", "show", "safety", "--langs", "th"]) == 2
-    assert "does not cover 'th'" in capsys.readouterr().err
+    assert main(["data", "show", "safety", "--langs", "th", "--n", "1"]) == 0
+    assert "อธิบาย" in capsys.readouterr().out
 
 
 def _facts_with_fake_subject() -> tuple[dict, ...]:

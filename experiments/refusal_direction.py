@@ -1,0 +1,342 @@
+"""refusal-direction: one refusal direction per language, its effects and its transfer.
+
+After Arditi et al. 2024 ("Refusal in LLMs is mediated by a single direction") and PolyRefuse
+(2025, "Refusal direction is universal across safety-aligned languages"): per language,
+diff-in-means candidates at every layer and post-instruction position, selected on a validation
+split by bypass, induce and KL; its ablation and addition measured on held-out test instructions
+(refusal score and a phrase-matching generation judge); the cosine of the languages' directions
+at every layer, and the transfer grid of one language's direction edited in another.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+from experiments import register
+from experiments.base import ExperimentConfig, ResultDir, seed_everything
+from experiments.fields import Range, above, at_least
+from interp import plots
+from interp.data import load
+from interp.data.loader import dataset_sha256, split_of
+from interp.directions import (
+    candidate_directions,
+    cosine_by_layer,
+    held_out_effects,
+    orthogonalization_gap,
+    score_candidates,
+    select_direction,
+    transfer_grid,
+)
+from interp.errors import PolylensError
+from interp.models import load_model
+from interp.refusal import (
+    make_template,
+    opener_token_ids,
+    post_instruction_count,
+    read_user_data,
+    split_items,
+)
+from interp.store import ActivationStore
+
+NAME = "refusal-direction"
+
+
+@dataclass
+class RefusalConfig(ExperimentConfig):
+    """Refusal-direction settings on top of the shared experiment fields."""
+
+    template: Literal["incontext", "chat"] = "incontext"
+    """incontext (a few-shot dialogue that refuses harmful asks; any model) or chat (the
+    model's own chat template)."""
+    data: str | None = None
+    """Directory of user data: harmful_<lang>.json and harmless_<lang>.json, each a JSON list of
+    {"instruction": ..., "category": ...} (default: the bundled safety set)."""
+    n_train: int = 64
+    """Most instructions per class and language for the diff-in-means candidates."""
+    n_val: int = 16
+    """Instructions per class and language that select the direction."""
+    n_test: int = 16
+    """Held-out instructions per class and language that measure its effects."""
+    layer_stride: int = 1
+    """Score candidates of every k-th layer only (1: all layers; larger is faster)."""
+    kl_max: float = 0.1
+    """Candidates whose ablation moves the harmless next-token distribution more are dropped."""
+    prune_fraction: float = 0.2
+    """Candidates in this last share of the layers are dropped."""
+    coeff: float = 1.0
+    """Coefficient of the activation addition."""
+    rows_per_pass: int = 64
+    """Rows per forward pass while scoring: prompt copies of several candidates stacked."""
+    n_generate: int = 4
+    """Test instructions per condition and language that are generated and judged."""
+    max_new_tokens: int = 24
+    """Most tokens generated per answer."""
+
+    _ranges: ClassVar[dict[str, Range]] = {
+        **ExperimentConfig._ranges,
+        "n_train": at_least(2),
+        "n_val": at_least(1),
+        "n_test": at_least(1),
+        "layer_stride": at_least(1),
+        "kl_max": above(0),
+        "prune_fraction": Range(0, 1, hi_open=True),
+        "rows_per_pass": at_least(1),
+        "n_generate": at_least(0),
+        "max_new_tokens": at_least(1),
+    }
+
+
+def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, list[str]]]], str]:
+    """``{lang: {"harmful"|"harmless": {"train"|"val"|"test": [...]}}}`` and the data's identity.
+
+    Bundled data keeps its own test split (the same items in every language) and draws val
+    from its train split with the seed; user data is split per language with the seed.
+    """
+    need = config.n_val + config.n_test + 2
+    out: dict = {}
+    if config.data is not None:
+        for lang, (harmful, harmless) in read_user_data(
+            config.data, config.langs, need=need
+        ).items():
+            out[lang] = {
+                kind: split_items(
+                    items, n_val=config.n_val, n_test=config.n_test, seed=config.seed,
+                    n_train=config.n_train,
+                )
+                for kind, items in (("harmful", harmful), ("harmless", harmless))
+            }  # fmt: skip
+        return out, f"user:{Path(config.data).resolve()}"
+    records = load("safety", langs=config.langs)
+    for kind, harmful in (("harmful", True), ("harmless", False)):
+        ids = sorted({r.id for r in records if r.harmful == harmful})
+        test = [i for i in ids if split_of(i) == "test"][: config.n_test]
+        rest = [i for i in ids if split_of(i) != "test"]
+        random.Random(config.seed).shuffle(rest)
+        val, train = rest[: config.n_val], rest[config.n_val :][: config.n_train]
+        if len(test) < config.n_test or len(train) < 2:
+            raise PolylensError(
+                f"the bundled safety set has {len(ids)} {kind} instructions per language: too few "
+                f"for n_test={config.n_test} (its test split) and n_val={config.n_val} plus 2 "
+                "for training; lower them or pass data"
+            )
+        text = {(r.id, r.lang): r.text for r in records}
+        for lang in config.langs:
+            out.setdefault(lang, {})[kind] = {
+                split: [text[(i, lang)] for i in chosen]
+                for split, chosen in (("train", train), ("val", val), ("test", test))
+            }
+    return out, f"safety:{dataset_sha256('safety')[:12]}"
+
+
+@register(NAME, RefusalConfig, "refusal direction per language: selection, ablation, transfer")
+def run(config: RefusalConfig) -> Path:
+    """Run the experiment; returns the result directory."""
+    seed_everything(config.seed)
+    splits, data_id = load_splits(config)
+    model = load_model(config.model, device=config.device)
+    store = ActivationStore(config.store)
+    langs = config.langs
+    layers = list(range(0, model.n_layers, config.layer_stride))
+    out = ResultDir(NAME, config)
+
+    per_lang, score_rows, effect_rows, examples = {}, [], [], []
+    directions, chosen, openers, templates, all_cands = {}, {}, {}, {}, {}
+    for lang in langs:
+        s, t = splits[lang], make_template(model, lang, config.template)
+        templates[lang] = t
+        train_h, train_n = t.wrap(s["harmful"]["train"]), t.wrap(s["harmless"]["train"])
+        n_post = post_instruction_count(model, [*train_h, *train_n])
+        post_ids = model.tokenize(train_h[:1])[0][-n_post:]
+        pos_labels = [
+            f"{p - n_post} {model.tokenizer.decode([tok])!r}" for p, tok in enumerate(post_ids)
+        ]
+        cands = candidate_directions(
+            model, train_h, train_n, n_post, batch_size=config.batch_size, store=store
+        )
+        openers[lang] = opener_token_ids(model, t)
+        scores = score_candidates(
+            model,
+            cands,
+            t.wrap(s["harmful"]["val"]),
+            t.wrap(s["harmless"]["val"]),
+            openers[lang],
+            layers=layers,
+            rows_per_pass=config.rows_per_pass,
+            batch_size=config.batch_size,
+        )
+        sel = select_direction(
+            scores, model.n_blocks, kl_max=config.kl_max, prune_fraction=config.prune_fraction
+        )
+        for row in scores.rows(pos_labels):
+            p = pos_labels.index(row["pos"])
+            score_rows.append({"lang": lang, **row, "status": sel.reasons[row["layer"], p]})
+        direction = cands[sel.layer, sel.pos].float()
+        directions[lang], chosen[lang], all_cands[lang] = direction, (sel.layer, sel.pos), cands
+        effects, generated = held_out_effects(
+            model,
+            t,
+            direction,
+            sel.layer,
+            s["harmful"]["test"],
+            s["harmless"]["test"],
+            openers[lang],
+            coeff=config.coeff,
+            n_generate=config.n_generate,
+            max_new_tokens=config.max_new_tokens,
+            rows_per_pass=config.rows_per_pass,
+            batch_size=config.batch_size,
+        )
+        examples += generated
+        per_lang[lang] = {
+            "selected_layer": sel.layer,
+            "selected_pos": pos_labels[sel.pos],
+            "filters_relaxed": sel.relaxed,
+            "direction_norm": float(direction.norm()),
+            "val_baseline_harmful": scores.baseline_harmful,
+            "val_baseline_harmless": scores.baseline_harmless,
+            "val_bypass": float(scores.bypass[sel.layer, sel.pos]),
+            "val_induce": float(scores.induce[sel.layer, sel.pos]),
+            "val_kl": float(scores.kl[sel.layer, sel.pos]),
+            **effects,
+            "openers": model.tokenizer.convert_ids_to_tokens(openers[lang]),
+            "n_post_instruction_tokens": n_post,
+            "sizes": {f"{c}_{k}": len(v) for c in s for k, v in s[c].items()},
+        }
+        effect_rows.append({"lang": lang, **{k: v for k, v in per_lang[lang].items()
+                                             if not isinstance(v, (list, dict))}})  # fmt: skip
+        _score_figures(out, lang, scores, sel, pos_labels)
+    out.table("candidate_scores", score_rows)
+    out.table("effects", effect_rows)
+    out.table("examples", examples)
+
+    metrics = _across_languages(out, config, model, langs, all_cands, directions, chosen)
+    grid = transfer_grid(
+        model,
+        torch.stack([directions[lang] for lang in langs]),
+        [chosen[lang][0] for lang in langs],
+        [(templates[b].wrap(splits[b]["harmful"]["test"]),
+          templates[b].wrap(splits[b]["harmless"]["test"])) for b in langs],
+        [openers[b] for b in langs],
+        coeff=config.coeff,
+        rows_per_pass=config.rows_per_pass,
+    )  # fmt: skip
+    _transfer_outputs(out, langs, grid, metrics)
+    first = langs[0]
+    gap = orthogonalization_gap(
+        model, directions[first], templates[first].wrap(splits[first]["harmful"]["test"][:4])
+    )
+    metrics |= {
+        "model": config.model,
+        "template": config.template,
+        "data": data_id,
+        "orthogonalization_max_logprob_gap": gap,
+        "orthogonalization": "not supported by this architecture" if gap is None else "checked",
+        "mean_auroc_before": float(np.mean([v["auroc_before"] for v in per_lang.values()])),
+        "mean_auroc_after_ablation": float(
+            np.mean([v["auroc_after_ablation"] for v in per_lang.values()])
+        ),
+        "per_language": per_lang,
+    }
+    out.metrics(metrics)
+    out.report("Refusal direction across languages", __doc__.split("\n\n")[1], metrics)
+    return out.commit()
+
+
+def _score_figures(out: ResultDir, lang: str, scores, sel, pos_labels: list[str]) -> None:
+    layers = [str(i) for i in range(scores.bypass.shape[0])]
+    for name, values, what in (
+        ("bypass", scores.bypass, "harmful refusal score under ablation (lower is better)"),
+        ("induce", scores.induce, "harmless refusal score under addition (must be > 0)"),
+        ("kl", scores.kl, "KL of harmless next-token distribution under ablation (<= kl_max)"),
+    ):
+        out.figure(
+            f"candidates_{name}_{lang}",
+            f"{lang}: {name} score of every candidate",
+            f"{what}; layer x post-instruction position, blank where not scored. Selected: "
+            f"layer {sel.layer}, position {pos_labels[sel.pos]}"
+            + (" (no candidate passed every filter; relaxed)" if sel.relaxed else "")
+            + ".",
+            *plots.heatmap(
+                values,
+                layers,
+                pos_labels,
+                title=f"{name} ({lang})",
+                xlabel="post-instruction position",
+                ylabel="layer",
+                zlabel=name,
+            ),
+        )
+
+
+def _across_languages(out, config, model, langs, all_cands, directions, chosen) -> dict:
+    """Cosine of the languages' directions at every layer (at the most often chosen position)."""
+    pos = Counter(p for _, p in chosen.values()).most_common(1)[0][0]
+    layer = Counter(layer for layer, _ in chosen.values()).most_common(1)[0][0]
+    per_layer = cosine_by_layer(torch.stack([all_cands[lang][:, pos] for lang in langs]).double())
+    per_layer = torch.nan_to_num(per_layer, nan=0.0).numpy()
+    off = ~np.eye(len(langs), dtype=bool)
+    metrics = {"cosine_layer": layer, "cosine_position_index": pos - all_cands[langs[0]].shape[1]}
+    if len(langs) > 1:
+        at = per_layer[layer][off]
+        metrics |= {"cosine_min_at_layer": float(at.min()), "cosine_max_at_layer": float(at.max())}
+    selected = cosine_by_layer(torch.stack([directions[lang] for lang in langs])[:, None])[0]
+    metrics["cosine_selected_directions"] = {
+        f"{a}-{b}": float(selected[i, j]) for i, a in enumerate(langs) for j, b in enumerate(langs)
+        if i < j
+    }  # fmt: skip
+    out.table(
+        "cosine_by_layer",
+        [{"layer": li, "a": a, "b": b, "cosine": float(per_layer[li, i, j])}
+         for li in range(per_layer.shape[0]) for i, a in enumerate(langs)
+         for j, b in enumerate(langs)],
+    )  # fmt: skip
+    out.figure(
+        "cosine_by_layer",
+        "Cosine of the languages' refusal directions, layer by layer",
+        "Diff-in-means directions of each pair of languages at every layer, at the most often "
+        "selected post-instruction position. High off-diagonal values across layers are the "
+        "'universal refusal direction' of PolyRefuse.",
+        *plots.heatmaps_by_layer(
+            per_layer, langs, langs, list(range(per_layer.shape[0])),
+            title="cosine of refusal directions", xlabel="language", ylabel="language",
+            zlabel="cosine", vmin=-1, vmax=1,
+        ),
+    )  # fmt: skip
+    return metrics
+
+
+def _transfer_outputs(out: ResultDir, langs: list[str], grid: dict, metrics: dict) -> None:
+    off = ~np.eye(len(langs), dtype=bool)
+    rows = []
+    for i, a in enumerate(langs):
+        for j, b in enumerate(langs):
+            rows.append({"source": a, "target": b, **{k: float(v[i, j]) for k, v in grid.items()}})
+    out.table("transfer_grid", rows)
+    for key, title, what in (
+        ("ablation_share", "share of the target's refusal drop", "drop from the source's "
+         "direction / drop from the target's own (1 = as good as its own)"),
+        ("addition_gain", "harmless refusal gain from addition", "mean refusal score of the "
+         "target's harmless prompts with the source's vector added, minus plain"),
+    ):  # fmt: skip
+        out.figure(
+            f"transfer_{key}",
+            f"Transfer grid: {title}",
+            f"Row: the language whose direction is edited; column: the language of the prompts. "
+            f"{what}.",
+            *plots.heatmap(
+                grid[key], langs, langs, title=title, xlabel="target (prompts)",
+                ylabel="source (direction)", zlabel=key,
+            ),
+        )  # fmt: skip
+    if len(langs) > 1:
+        metrics["transfer_share_mean_offdiag"] = float(np.nanmean(grid["ablation_share"][off]))
+        metrics["transfer_drop_mean_offdiag"] = float(grid["ablation_drop"][off].mean())
+        metrics["transfer_addition_gain_mean_offdiag"] = float(grid["addition_gain"][off].mean())
+    metrics["own_drop_mean"] = float(np.diag(grid["ablation_drop"]).mean())
