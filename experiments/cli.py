@@ -232,6 +232,21 @@ def _cmd_bench_interventions(args: argparse.Namespace) -> None:
     _report(result, args.out)
 
 
+def _cmd_bench_refusal(args: argparse.Namespace) -> None:
+    from interp.bench import bench_refusal
+
+    check_output_file(args.out)
+    result = bench_refusal(args.model, lang=args.lang, repeats=args.repeats, device=args.device)
+    _report(result, args.out)
+
+
+def _cmd_bench_similarity(args: argparse.Namespace) -> None:
+    from interp.bench import bench_similarity
+
+    check_output_file(args.out)
+    _report(bench_similarity(repeats=args.repeats, device=args.device), args.out)
+
+
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     from interp.models import load_model
     from interp.store import ActivationStore
@@ -340,6 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_interventions.json", help="JSON file for the results")
     b.set_defaults(func=_cmd_bench_interventions)
+
+    b = bench.add_parser(
+        "refusal", help="refusal-direction selection: stacked candidates vs one per forward pass"
+    )
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--lang", default="en", help="language of the in-context testbed")
+    b.add_argument("--repeats", type=_positive(int), default=1)
+    b.add_argument("--device", type=_device, default=None)
+    b.add_argument("--out", default="bench_refusal.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench_refusal)
+
+    b = bench.add_parser(
+        "similarity", help="every similarity metric, all pairs and layers: batched vs a loop"
+    )
+    b.add_argument("--repeats", type=_positive(int), default=3)
+    b.add_argument("--device", type=_device, default=None)
+    b.add_argument("--out", default="bench_similarity.json", help="JSON file for the results")
+    b.set_defaults(func=_cmd_bench_similarity)
 
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")
