@@ -12,6 +12,7 @@ are checked before a model loads.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -187,64 +188,24 @@ def _report(result: dict, out: str | None) -> None:
         write_output_file(out, text)
 
 
-def _cmd_bench(args: argparse.Namespace) -> None:
-    from interp.bench import bench_extract
+def _bench(name: str, *fields: str, module: str = "interp.bench") -> Callable:
+    """A ``polylens bench`` command: check ``--out``, call ``module.name`` (with ``--model``
+    first where the benchmark has one, then ``fields`` from the arguments), print and write the
+    JSON. Imported on use, so ``polylens --help`` stays fast."""
 
-    check_output_file(args.out)
-    result = bench_extract(
-        args.model,
-        n_prompts=args.n_prompts,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-    )
-    _report(result, args.out)
+    def command(args: argparse.Namespace) -> None:
+        check_output_file(args.out)
+        bench = getattr(importlib.import_module(module), name)
+        model = [args.model] if hasattr(args, "model") else []
+        _report(bench(*model, **{f: getattr(args, f) for f in fields}), args.out)
+
+    return command
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     overrides = {"model": args.model, "langs": args.langs, "out": args.out, "device": args.device}
     path = run_experiment(args.name, args.config, overrides)
     print(f"results: {path}  (open {path / 'report.html'})")
-
-
-def _cmd_bench_lens(args: argparse.Namespace) -> None:
-    from interp.bench import bench_lens
-
-    check_output_file(args.out)
-    result = bench_lens(
-        args.model, n_prompts=args.n_prompts, repeats=args.repeats, device=args.device
-    )
-    _report(result, args.out)
-
-
-def _cmd_bench_interventions(args: argparse.Namespace) -> None:
-    from interp.bench import bench_interventions
-
-    check_output_file(args.out)
-    result = bench_interventions(
-        args.model,
-        n_prompts=args.n_prompts,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
-    _report(result, args.out)
-
-
-def _cmd_bench_refusal(args: argparse.Namespace) -> None:
-    from interp.bench import bench_refusal
-
-    check_output_file(args.out)
-    result = bench_refusal(args.model, lang=args.lang, repeats=args.repeats, device=args.device)
-    _report(result, args.out)
-
-
-def _cmd_bench_similarity(args: argparse.Namespace) -> None:
-    from interp.bench import bench_similarity
-
-    check_output_file(args.out)
-    _report(bench_similarity(repeats=args.repeats, device=args.device), args.out)
 
 
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
@@ -264,16 +225,6 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
         print(f"{r['layer']:5d}  {r['kl_logit_lens']:13.3f}  {r['kl_tuned_lens']:13.3f}")
     if args.out:
         write_output_file(args.out, json.dumps(rows, indent=2))
-
-
-def _cmd_bench_probes(args: argparse.Namespace) -> None:
-    from probes.bench import bench_probes
-
-    check_output_file(args.out)
-    result = bench_probes(
-        args.model, n_per_class=args.n_per_class, device=args.device, repeats=args.repeats
-    )
-    _report(result, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,14 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights")
     b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench)
+    b.set_defaults(
+        func=_bench("bench_extract", "n_prompts", "repeats", "batch_size", "device", "dtype")
+    )
     b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
     b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-prompts", type=_positive(int), default=256)
     b.add_argument("--repeats", type=_positive(int), default=3)
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench_lens)
+    b.set_defaults(func=_bench("bench_lens", "n_prompts", "repeats", "device"))
 
     b = bench.add_parser("probes", help="batched probes vs scikit-learn per layer and fold")
     b.add_argument("--model", default="gemma-3-270m")
@@ -343,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench_probes)
+    b.set_defaults(
+        func=_bench("bench_probes", "n_per_class", "device", "repeats", module="probes.bench")
+    )
 
     b = bench.add_parser(
         "interventions", help="plain forward vs directional ablation at every site (3 x blocks)"
@@ -354,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive(int), default=32)
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_interventions.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench_interventions)
+    b.set_defaults(
+        func=_bench("bench_interventions", "n_prompts", "repeats", "batch_size", "device")
+    )
 
     b = bench.add_parser(
         "refusal", help="refusal-direction selection: stacked candidates vs one per forward pass"
@@ -364,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive(int), default=1)
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_refusal.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench_refusal)
+    b.set_defaults(func=_bench("bench_refusal", "lang", "repeats", "device"))
 
     b = bench.add_parser(
         "similarity", help="every similarity metric, all pairs and layers: batched vs a loop"
@@ -372,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive(int), default=3)
     b.add_argument("--device", type=_device, default=None)
     b.add_argument("--out", default="bench_similarity.json", help="JSON file for the results")
-    b.set_defaults(func=_cmd_bench_similarity)
+    b.set_defaults(func=_bench("bench_similarity", "repeats", "device"))
 
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")
