@@ -76,6 +76,18 @@ class Edit:
         """The edited tensor (a new tensor; the input is left as it is)."""
         raise NotImplementedError
 
+    def _like(self, key: str, tensor: Tensor, x: Tensor) -> Tensor:
+        """``tensor`` on ``x``'s device and dtype, converted once per device and dtype.
+
+        Edits run in hooks on every forward pass: converting on each call would be a
+        synchronising host-to-GPU copy per hooked site per batch.
+        """
+        cache = self.__dict__.setdefault("_converted", {})
+        slot = (key, x.device, x.dtype)
+        if slot not in cache:
+            cache[slot] = tensor.to(x.device, x.dtype)
+        return cache[slot]
+
 
 @dataclass
 class Ablate(Edit):
@@ -88,7 +100,7 @@ class Ablate(Edit):
         self.width = self.unit.shape[0]
 
     def __call__(self, x: Tensor, state: ForwardState) -> Tensor:  # noqa: D102
-        d = self.unit.to(x.device, x.dtype)
+        d = self._like("unit", self.unit, x)
         return x - (x @ d).unsqueeze(-1) * d
 
 
@@ -104,10 +116,11 @@ class Add(Edit):
         if self.vector.dim() != 1:
             raise PolylensError("Add needs a vector of shape [d]")
         self._positions = _positions(self.positions)
+        self._delta = self.coeff * self.vector.float()
         self.width = self.vector.shape[0]
 
     def __call__(self, x: Tensor, state: ForwardState) -> Tensor:  # noqa: D102
-        delta = (self.coeff * self.vector.float()).to(x.device, x.dtype)
+        delta = self._like("delta", self._delta, x)
         if self._positions is None:
             return x + delta
         out = x.clone()
@@ -137,7 +150,7 @@ class Patch(Edit):
     def __call__(self, x: Tensor, state: ForwardState) -> Tensor:  # noqa: D102
         if state.cached_step:
             return x
-        values = self.values.to(x.device, x.dtype)
+        values = self._like("values", self.values, x)
         if self._positions is None:
             if values.shape != x.shape:
                 raise PolylensError(
@@ -186,10 +199,10 @@ def intervene(model: LoadedModel, edits: Edits) -> Iterator[None]:
     for spec, given in edits.items():
         chain = [given] if isinstance(given, Edit) else list(given)
         for site in parse_sites(model, spec):
+            width = site_width(model, site)
             for edit in chain:
                 if not isinstance(edit, Edit):
                     raise PolylensError(f"site {site}: {edit!r} is not an edit (Ablate, Add, ...)")
-                width = site_width(model, site)
                 if edit.width is not None and edit.width != width:
                     raise PolylensError(
                         f"{type(edit).__name__} at {site} has width {edit.width}, the site {width}"

@@ -169,7 +169,7 @@ def test_symlinked_entry_is_never_followed(tmp_path):
 
 def test_corrupted_shard_without_manifest_is_recomputed(llama, tmp_path, monkeypatch):
     # A clean store of the same shards: the same batches, so equal on any device (not only CPU).
-    clean = interp.extract(llama, MANY, store=ActivationStore(tmp_path / "clean", shard_size=6))
+    clean = _clean(llama, tmp_path)
     store = ActivationStore(tmp_path / "store", shard_size=6)
     entry = store.root / entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
     _flip(entry / "shard-00000.safetensors")  # inside the tensor data: safetensors still opens it
