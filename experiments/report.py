@@ -236,7 +236,7 @@ def write_index(out: Path, outcomes: Sequence[Outcome], *, full: bool) -> Path:
         "full profile: every experiment with its own defaults"
         if full
         else "quick profile: smaller item counts than the defaults, stated per row "
-        "(`polylens report --full` runs the defaults)"
+        "(polylens report --full runs the defaults)"
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [

@@ -149,11 +149,14 @@ class Browser:
         for event in self.events:
             method, params = event.get("method"), event.get("params", {})
             if method == "Runtime.exceptionThrown":
-                found.append(params["exceptionDetails"].get("text", "exception"))
+                details = params["exceptionDetails"]
+                thrown = details.get("exception", {}).get("description", "")
+                found.append(f"{details.get('text', 'exception')} {thrown}".strip())
             elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
                 found.append(" ".join(str(a.get("value", "")) for a in params.get("args", [])))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-                found.append(params["entry"].get("text", "error"))
+                entry = params["entry"]
+                found.append(f"{entry.get('text', 'error')} {entry.get('url', '')}".strip())
         return found
 
     def boxes(self, selector: str) -> list[dict]:
