@@ -1,7 +1,7 @@
 """Extraction backends: one padded batch in, the selected residual rows of each layer out.
 
 All three see the same left-padded batch (with explicit position ids) and the same selector, so
-they must agree; ``tests/test_backends.py`` checks that they do.
+they must agree; ``tests/test_extract.py`` checks that they do.
 
 - ``hooks`` (default): plain PyTorch hooks; selects positions inside the hook and stops the
   forward pass after the deepest requested layer.

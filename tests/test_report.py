@@ -73,7 +73,7 @@ def test_report_runs_resumes_and_reports_failures(tiny_dir, tmp_path, with_broke
     index = (site / "index.html").read_text()
     assert "href='latent-language/report.html'" in index
     assert f"src='latent-language/{summary['figure']}'" in index
-    assert "n_words: 6 (default 10)" in index and "12 items" in index
+    assert "n_words: 5 (default 10)" in index and "12 items" in index
     assert "failed: RuntimeError: the broken experiment broke" in index
     for other in registered():  # every registered experiment has a row, run or not
         assert f"<b>{other.name}</b>" in index or f">{other.name}</a>" in index
