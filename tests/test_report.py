@@ -73,7 +73,7 @@ def test_report_runs_resumes_and_reports_failures(tiny_dir, tmp_path, with_broke
     index = (site / "index.html").read_text()
     assert "href='latent-language/report.html'" in index
     assert f"src='latent-language/{summary['figure']}'" in index
-    assert "n_words: 5 (default 10)" in index and "12 items" in index
+    assert f"n_words: {profile['n_words']} (default 10)" in index and "12 items" in index
     assert "failed: RuntimeError: the broken experiment broke" in index
     for other in registered():  # every registered experiment has a row, run or not
         assert f"<b>{other.name}</b>" in index or f">{other.name}</a>" in index
@@ -87,7 +87,7 @@ def test_report_runs_resumes_and_reports_failures(tiny_dir, tmp_path, with_broke
     (result / "config.yaml").write_text(yaml.safe_dump(config))
     assert main([*argv, "--only", "latent-language"]) == 0
     assert "latent-language: done in" in capsys.readouterr().out
-    assert yaml.safe_load((result / "config.yaml").read_text())["n_words"] == 6
+    assert yaml.safe_load((result / "config.yaml").read_text())["n_words"] == profile["n_words"]
 
 
 def test_report_checks_names_before_running(tmp_path):
