@@ -183,9 +183,13 @@ STYLE = (
 
 
 def _key_numbers(numbers: dict) -> str:
-    items = [
-        f"<dt>{html.escape(k)}</dt> <dd>{html.escape(display(v))}</dd>" for k, v in numbers.items()
-    ]
+    # Measurements (floats) first, then counts, then settings; the model is shown by the name.
+    rank = {float: 0, int: 1}
+    ordered = sorted(
+        ((k, v) for k, v in numbers.items() if k != "model"),
+        key=lambda kv: rank.get(type(kv[1]), 2),
+    )
+    items = [f"<dt>{html.escape(k)}</dt> <dd>{html.escape(display(v))}</dd>" for k, v in ordered]
     shown = "<dl>" + "".join(items[:KEY_NUMBERS_SHOWN]) + "</dl>"
     if len(items) > KEY_NUMBERS_SHOWN:
         rest = "".join(items[KEY_NUMBERS_SHOWN:])
