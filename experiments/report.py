@@ -16,8 +16,10 @@ the others.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import json
+import logging
 import os
 import time
 import traceback
@@ -34,6 +36,8 @@ from experiments.results import SUMMARY, check_result_target, display
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
 from interp.provenance import __version__
+
+log = logging.getLogger(__name__)
 
 PROFILE_DIR = CONFIG_DIR / "report"
 """Quick-profile overrides, one ``<experiment name>.yaml`` each."""
@@ -95,13 +99,15 @@ def run_report(
     full: bool = False,
     only: Sequence[str] | None = None,
     model: str | None = None,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Outcome]:
     """Run the experiments (all registered ones, or ``only``), then write ``<out>/index.html``.
 
     Returns one outcome per registered experiment; experiments left out by ``only`` are
-    ``not run`` (their earlier results, if any, still appear on the page).
+    ``not run`` (their earlier results, if any, still appear on the page). ``progress`` gets one
+    line per experiment (default: printed at once).
     """
+    progress = progress or functools.partial(print, flush=True)
     out = check_output_dir(out)
     names = [e.name for e in registered()]
     chosen = list(only) if only else names
@@ -125,6 +131,7 @@ def run_report(
             run_config(name, config)
         except Exception as e:  # noqa: BLE001 (one experiment failing must not stop the rest)
             outcomes[name] = Outcome(name, "failed", error=_one_line(e))
+            log.info("%s failed", name, exc_info=True)  # the traceback, with `polylens -v`
             progress(f"{tag}: failed: {outcomes[name].error}")
             continue
         outcomes[name] = Outcome(name, "done", seconds=time.perf_counter() - start)
