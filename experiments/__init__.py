@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.base import ExperimentConfig, load_config
-from experiments.results import check_result_target, discard_uncommitted
+from experiments.results import check_result_target, discard_uncommitted, mark_run_start
 from interp.errors import PolylensError
 
 
@@ -61,6 +61,14 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
+def resolve_config(
+    name: str, config_file: str | Path | None = None, overrides: dict | None = None
+) -> ExperimentConfig:
+    """The config of ``name``: its YAML defaults, then ``config_file``, then ``overrides``."""
+    experiment = get_experiment(name)
+    return load_config(experiment.config_class, name, config_file, overrides or {})
+
+
 def run_experiment(
     name: str, config_file: str | Path | None = None, overrides: dict | None = None
 ) -> Path:
@@ -69,9 +77,14 @@ def run_experiment(
     The config and the result's place are checked before anything loads; a run that fails or is
     interrupted drops its unfinished result and leaves the previous one as it was.
     """
+    return run_config(name, resolve_config(name, config_file, overrides))
+
+
+def run_config(name: str, config: ExperimentConfig) -> Path:
+    """Run ``name`` with a resolved ``config``; returns the result directory."""
     experiment = get_experiment(name)
-    config = load_config(experiment.config_class, name, config_file, overrides or {})
     check_result_target(name, config.out)
+    mark_run_start()
     try:
         path = experiment.run(config)
     except BaseException:
@@ -80,6 +93,12 @@ def run_experiment(
     if discard_uncommitted():
         raise RuntimeError(f"experiment {name!r} returned without ResultDir.commit()")
     return path
+
+
+def registered() -> list[Experiment]:
+    """Every registered experiment, in registry order."""
+    _load_all()
+    return list(EXPERIMENTS.values())
 
 
 def experiment_list() -> str:

@@ -208,6 +208,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"results: {path}  (open {path / 'report.html'})")
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from experiments.report import run_report
+
+    only = [n for n in args.only.split(",") if n] if args.only else None
+    outcomes = run_report(args.out, full=args.full, only=only, model=args.model)
+    failed = [o.name for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"polylens: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     from interp.models import load_model
     from interp.store import ActivationStore
@@ -357,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser(
+        "report", help="run every experiment and write one offline site (DIR/index.html)"
+    )
+    p.add_argument("--full", action="store_true", help="full defaults, not the quick profile")
+    p.add_argument("--out", default="results", help="site directory (default: results)")
+    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--model", default=None, help="model for every experiment (overrides)")
+    p.set_defaults(func=_cmd_report)
+
     data_cli.add_parser(sub)
     return parser
 
@@ -366,14 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-        args.func(args)
+        code = args.func(args)
     except PolylensError as e:
         print(f"polylens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("polylens: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,22 @@ from interp.checks import check_output_dir
 from interp.errors import PolylensError
 
 # What a result directory holds; a directory with anything else is not replaced.
-LAYOUT = frozenset({"config.yaml", "metrics.json", "report.html", "tables", "figures", "probes"})
+LAYOUT = frozenset(
+    {"config.yaml", "metrics.json", "report.html", "summary.json", "tables", "figures", "probes"}
+)
+SUMMARY = "summary.json"
+"""What ``polylens report`` reads of a result: title, key numbers, first figure, wall time."""
 
 # Result directories opened in this process and not yet committed or discarded.
 _OPEN: list[ResultDir] = []
+# When the current experiment run began (``run_experiment`` sets it): a run's wall time includes
+# the extraction it does before it opens its ResultDir.
+_RUN_STARTED: list[float] = []
+
+
+def mark_run_start() -> None:
+    """Start the wall clock of the experiment about to run (its ``summary.json`` reports it)."""
+    _RUN_STARTED[:] = [time.perf_counter()]
 
 
 def check_result_target(name: str, out: str | Path) -> Path:
@@ -132,13 +145,18 @@ class ResultDir:
         self.figures: list[Figure] = []
         self.notes: list[str] = []
         self.controls: list[Control] = []
+        self.started = _RUN_STARTED[0] if _RUN_STARTED else time.perf_counter()
+        self.summary: dict | None = None
         (self.path / "config.yaml").write_text(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
             encoding="utf-8",
         )
 
     def commit(self) -> Path:
-        """Swap the finished result into ``<out>/<name>``, then remove the previous one."""
+        """Write ``summary.json``, swap the result into ``<out>/<name>``, drop the previous one."""
+        if self.summary is not None:
+            summary = self.summary | {"wall_s": round(time.perf_counter() - self.started, 2)}
+            (self.path / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         old = None
         if self.target.exists():
             old = _sibling(self.target, "old")
@@ -194,7 +212,17 @@ class ResultDir:
         (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
 
     def report(self, title: str, intro: str, metrics: dict) -> Path:
-        """Write ``report.html``: the key numbers, then every figure with its explanation."""
+        """Write ``report.html``: the key numbers, then every figure with its explanation.
+
+        The title, the key numbers and the first figure go to ``summary.json`` at ``commit()``.
+        """
+        key_numbers = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+        self.summary = {
+            "experiment": self.name,
+            "title": title,
+            "key_numbers": key_numbers,
+            "figure": f"figures/{self.figures[0].name}.png" if self.figures else None,
+        }
         parts = [
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
@@ -202,11 +230,10 @@ class ResultDir:
             "</style></head><body>",
             f"<h1>{html.escape(title)}</h1><p>{intro}</p><h2>Key numbers</h2><table>",
         ]
-        for key, value in metrics.items():
-            if not isinstance(value, (dict, list)):
-                parts.append(
-                    f"<tr><th>{html.escape(key)}</th><td>{html.escape(display(value))}</td></tr>"
-                )
+        for key, value in key_numbers.items():
+            parts.append(
+                f"<tr><th>{html.escape(key)}</th><td>{html.escape(display(value))}</td></tr>"
+            )
         parts.append("</table>")
         if self.controls:
             parts.append(

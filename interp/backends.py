@@ -1,7 +1,7 @@
 """Extraction backends: one padded batch in, the selected residual rows of each layer out.
 
 All three see the same left-padded batch (with explicit position ids) and the same selector, so
-they must agree; ``tests/test_backends.py`` checks that they do.
+they must agree; ``tests/test_extract.py`` checks that they do.
 
 - ``hooks`` (default): plain PyTorch hooks; selects positions inside the hook and stops the
   forward pass after the deepest requested layer.
@@ -9,7 +9,7 @@ they must agree; ``tests/test_backends.py`` checks that they do.
   names filter. The bridge replaces the model's modules in place, so it wraps a copy.
 - ``nnsight``: ``LanguageModel.trace``. Pass ``backend_options={"remote": True}`` to run on NDIF;
   that needs the model loaded from its hub id (``load_model("org/name")``) and an NDIF API key
-  configured for nnsight.
+  configured for nnsight. Every option is passed on to ``trace`` (e.g. ``"backend"``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def hooks_backend(
             model.body(**batch, use_cache=False)
         except StopForward:
             pass
-    return torch.stack([captured[site] for site in sites], dim=1)
+    # Blocks may live on several devices (device_map): gather on the model's.
+    return torch.stack([captured[site].to(model.device) for site in sites], dim=1)
 
 
 def residual_layers(sites: Sequence[Site], backend: str) -> list[int]:
@@ -110,11 +111,11 @@ def nnsight_backend(
 ) -> Float[Tensor, "rows layer d_model"]:
     """``LanguageModel.trace`` saving block inputs/outputs; ``remote=True`` runs it on NDIF."""
     layers = residual_layers(sites, "nnsight")
-    remote = bool(options.get("remote", False))
-    lm = _nnsight_model(model, remote)
+    options = {"remote": False, **options}  # every option reaches trace (NDIF's included)
+    lm = _nnsight_model(model, bool(options["remote"]))
     blocks = _envoy(lm, model.adapter.blocks)
     saved = []
-    with lm.trace(dict(batch), remote=remote):
+    with lm.trace(dict(batch), **options):
         for layer in layers:
             site = blocks[0].input if layer == 0 else blocks[layer - 1].output
             saved.append(site.save())

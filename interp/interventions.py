@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from interp.architectures import get_submodule
 from interp.errors import PolylensError
 from interp.models import LoadedModel
+from interp.placement import is_offloaded
 from interp.sites import Site, hooked, parse_sites, site_width
 
 PositionsSpec = int | Sequence[int] | None
@@ -252,6 +253,11 @@ def orthogonalize(model: LoadedModel, direction: Float[Tensor, " d_model"]) -> L
     families this supports, its logits equal those under ``directional_ablation``.
     """
     adapter = model.adapter
+    if is_offloaded(model.hf):
+        raise PolylensError(
+            f"cannot orthogonalize {model.name}: some of its weights are offloaded (device_map); "
+            "use intervene(model, directional_ablation(direction)) instead"
+        )
     if adapter.orthogonalize_refusal:
         raise PolylensError(
             f"cannot orthogonalize {model.name}: {model.hf.config.model_type} "

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from interp.activations import Activations
 from interp.errors import PolylensError
 from interp.models import LoadedModel
+from interp.placement import execution_device
 
 TokenSets = Sequence[Mapping[str, Sequence[int]]]
 """Per prompt, named sets of token ids (the same names for every prompt)."""
@@ -54,9 +55,10 @@ def decode_logits(
     Final norm, unembedding, then soft-capping where the architecture has it: at the last layer
     this is exactly how the model computes its next-token logits.
     """
-    unembed = model.unembed
-    h = h.to(unembed.weight.device, unembed.weight.dtype)
-    logits = unembed(model.final_norm(h)).float()
+    unembed, norm = model.unembed, model.final_norm
+    # With a device map the norm and the unembedding may compute on different devices.
+    h = h.to(execution_device(norm, model.device), unembed.weight.dtype)
+    logits = unembed(norm(h).to(execution_device(unembed, model.device))).float()
     if model.softcap:
         logits = torch.tanh(logits / model.softcap) * model.softcap
     return logits

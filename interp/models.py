@@ -33,6 +33,7 @@ from interp.dtypes import parse_dtype
 from interp.errors import PolylensError
 from interp.files import atomic_write_json
 from interp.paths import cache_dir
+from interp.placement import execution_device, main_device, materialized_state
 from interp.provenance import provenance
 
 __all__ = ["DEFAULT_MODEL", "EMBEDDED", "EmbeddedModel", "LoadedModel", "cache_dir", "load_model"]
@@ -163,8 +164,11 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        """Device of the weights."""
-        return next(self.hf.parameters()).device
+        """Where inputs go and results are gathered: where the embedding computes.
+
+        With a device map, that is accelerate's execution device (``interp.placement``).
+        """
+        return execution_device(self.hf.get_input_embeddings(), main_device(self.hf))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -179,7 +183,7 @@ class LoadedModel:
         """
         h = hashlib.sha256()
         with torch.no_grad():
-            for name, p in sorted(self.hf.state_dict().items()):
+            for name, p in sorted(materialized_state(self.hf).items()):
                 flat = p.detach().reshape(-1).float().cpu()
                 sample = flat[:: max(1, flat.numel() // 1024)]
                 h.update(f"{name}{tuple(p.shape)}{p.dtype}{flat.sum().item():.6e}".encode())
@@ -336,6 +340,10 @@ def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    *,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a model from an embedded name, a local HF directory, a ``.gguf`` file or a hub id.
 
@@ -345,9 +353,25 @@ def load_model(
             touches the network).
         device: ``cuda`` when available, else ``cpu``, unless given.
         dtype: ``float32`` unless given (``float16`` / ``bfloat16`` accepted).
+        device_map: instead of ``device``, spread the model with accelerate: ``"auto"`` (fill
+            the GPUs, then the CPU, then ``offload_folder``) or a ``{module name: device}`` map
+            (``0``, ``"cpu"``, ``"disk"``). Every analysis works on such a model: hooks run on
+            each block's device and results are gathered on the embedding's.
+        max_memory: with ``device_map``, the most each device may hold, e.g. ``{0: "20GiB",
+            "cpu": "60GiB"}``.
+        offload_folder: with ``device_map``, where weights offloaded to disk go.
     """
+    if device_map is not None and device is not None:
+        raise PolylensError("give either device or device_map, not both")
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise PolylensError("max_memory and offload_folder apply only with a device_map")
     device = torch.device(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = _parse_dtype(dtype)
+    placement = {}
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory}
+        if offload_folder is not None:
+            placement["offload_folder"] = str(offload_folder)
     path = Path(spec).expanduser()
     if spec in EMBEDDED:
         directory, name = _converted(EMBEDDED[spec]), spec
@@ -365,14 +389,18 @@ def load_model(
     elif path.exists():
         raise PolylensError(f"{path} is neither a .gguf file nor a model directory")
     elif "/" in spec and not spec.startswith((".", "/", "~")):
-        return _from_hub(spec, device, torch_dtype)
+        return _from_hub(spec, device, torch_dtype, placement)
     else:
         raise PolylensError(
             f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
             "a local directory, a .gguf file or a hub id like 'org/name'"
         )
     try:
-        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype).to(device)
+        hf = _placed(
+            AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype, **placement),
+            device,
+            placement,
+        )
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         # Damaged or foreign files surface here as library errors several frames deep.
@@ -430,10 +458,21 @@ def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return torch.float32 if dtype is None else parse_dtype(dtype)
 
 
-def _from_hub(repo_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _placed(hf: PreTrainedModel, device: torch.device, placement: dict) -> PreTrainedModel:
+    """The loaded model on ``device``, unless accelerate placed it from a device map."""
+    return hf if placement else hf.to(device)
+
+
+def _from_hub(
+    repo_id: str, device: torch.device, dtype: torch.dtype, placement: dict
+) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(repo_id)
-        hf = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype).to(device)
+        hf = _placed(
+            AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, **placement),
+            device,
+            placement,
+        )
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PolylensError(

@@ -155,5 +155,7 @@ class BatchSelector:
     def __call__(self, hidden: Float[Tensor, "batch seq d_model"]) -> Float[Tensor, "rows d_model"]:
         """Select (or average) the kept positions."""
         if self.mean_mask is not None:
-            return torch.einsum("bs,bsd->bd", self.mean_mask.to(hidden.dtype), hidden)
-        return hidden[self.batch_index, self.token_index]
+            mask = self.mean_mask.to(hidden.device, hidden.dtype)
+            return torch.einsum("bs,bsd->bd", mask, hidden)
+        # A block on another device (device_map): a no-op copy everywhere else.
+        return hidden[self.batch_index.to(hidden.device), self.token_index.to(hidden.device)]
