@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium or Chrome on PATH (apt-get install chromium)"
 )
 IMAGES_LOADED = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
-PLOT_DRAWN = "document.querySelector('.plotly-graph-div .main-svg .trace') !== null"
+# A plot is drawn once its SVG holds a trace (scatter, bar) or a heatmap.
+PLOT_DRAWN = "document.querySelector('.plotly-graph-div .main-svg :is(.trace, .hm)') !== null"
 
 
 @pytest.fixture(scope="module")
