@@ -323,3 +323,52 @@ def shortcut_candidate_logprobs(
     """
     firsts = _first_logprobs(model, states, first_ids, amap, beta, rows)
     return [f + t for f, t in zip(firsts, tails)]
+
+
+def gold_first(scores: Float[Tensor, " candidate"], gold: int) -> bool:
+    """Whether the gold candidate strictly outscores every other (``rank_candidates``' rule)."""
+    others = torch.cat([scores[:gold], scores[gold + 1 :]])
+    return bool((others < scores[gold]).all())
+
+
+@dataclass
+class ShortcutResult:
+    """Per estimator, layer and beta: whether each held-out fact's gold ranks first."""
+
+    correct: dict[tuple[str, int, float], list[bool]]
+    maps: dict[tuple[str, int], AffineMap]
+
+
+def sweep_shortcuts(
+    model: LoadedModel,
+    train: Float[Tensor, "prompt layer d_model"],
+    test: Float[Tensor, "prompt layer d_model"],
+    layers: Sequence[int],
+    *,
+    first_ids: Sequence[Tensor],
+    tails: Sequence[Tensor],
+    gold: Sequence[int],
+    betas: Sequence[float],
+    ridge: float,
+    jacobian_maps: Sequence[AffineMap] = (),
+) -> ShortcutResult:
+    """Fit a least-squares map per layer on ``train`` and score ``test`` under each map and beta.
+
+    ``train``/``test`` hold the residuals at every layer of ``layers`` (last column: layer L) at
+    the prompts' last tokens; ``first_ids``, ``tails`` and ``gold`` describe each test fact's
+    candidates (``candidate_tails``). ``jacobian_maps`` (from ``mean_jacobian``) are scored too.
+    """
+    maps: dict[tuple[str, int], AffineMap] = {}
+    for li, layer in enumerate(layers):
+        maps[("least_squares", layer)] = fit_least_squares(
+            train[:, li], train[:, -1], layer=layer, ridge=ridge
+        )
+    for amap in jacobian_maps:
+        maps[("jacobian", amap.layer)] = amap
+    correct: dict[tuple[str, int, float], list[bool]] = {}
+    for (method, layer), amap in maps.items():
+        states = test[:, list(layers).index(layer)]
+        for beta in betas:
+            scores = shortcut_candidate_logprobs(model, states, amap, first_ids, tails, beta=beta)
+            correct[(method, layer, beta)] = [gold_first(s, g) for s, g in zip(scores, gold)]
+    return ShortcutResult(correct, maps)
