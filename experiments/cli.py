@@ -331,6 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench_similarity.json", help="JSON file for the results")
     b.set_defaults(func=_bench("bench_similarity", "repeats", "device"))
 
+    b = bench.add_parser(
+        "factual", help="candidate ranking: shared-prefix batches vs one forward per candidate"
+    )
+    b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--n-facts", type=_positive(int), default=100)
+    b.add_argument("--langs", default="en,fr,ja,sw", help="comma-separated language codes")
+    b.add_argument("--max-candidates", type=_positive(int), default=10)
+    b.add_argument("--batch-size", type=_positive(int), default=16)
+    b.add_argument("--repeats", type=_positive(int), default=1)
+    b.add_argument("--device", type=_device, default=None)
+    b.add_argument("--out", default="bench_factual.json", help="JSON file for the results")
+    b.set_defaults(
+        func=_bench(
+            "bench_factual",
+            "n_facts",
+            "langs",
+            "max_candidates",
+            "batch_size",
+            "repeats",
+            "device",
+        )
+    )
+
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--steps", type=_positive(int), default=TUNED_DEFAULTS.steps)

@@ -407,3 +407,77 @@ def bench_refusal(
         "selected": {"batched": chosen[str(rows_per_pass)], "one_per_pass": chosen["1"]},
         "same_selection": chosen[str(rows_per_pass)] == chosen["1"],
     }
+
+
+def bench_factual(
+    spec: LoadedModel | str = "gemma-3-270m",
+    *,
+    n_facts: int = 100,
+    langs: str = "en,fr,ja,sw",
+    max_candidates: int = 10,
+    n_demos: int = 3,
+    batch_size: int = 16,
+    repeats: int = 1,
+    device: str | None = None,
+) -> dict:
+    """Candidate ranking of bundled facts: shared-prefix batches vs one forward per candidate.
+
+    ``n_facts`` facts (spread over the relations) asked in every language of ``langs`` as
+    few-shot clozes, with up to ``max_candidates`` candidates each. The naive shape runs
+    prompt + candidate once per candidate (keeping only the logits it reads); the batched one is
+    ``interp.factual.rank_candidates``. Both must give the same ranks.
+    """
+    from interp.factual import continuation, rank_candidates
+    from interp.factual_data import bundled_facts, with_demonstrations
+
+    model = bench_model(spec, device)
+    codes = [x for x in langs.split(",") if x]
+    per_relation = max(1, -(-n_facts // 4))
+    facts = bundled_facts(codes, n_per_relation=per_relation, max_candidates=max_candidates, seed=0)
+    pool = bundled_facts(codes, n_per_relation=None, max_candidates=2, seed=0)
+    ids = sorted({f.fact_id for f in facts})[:n_facts]
+    facts = with_demonstrations([f for f in facts if f.fact_id in ids], n_demos, 0, pool=pool)
+    results: dict[str, list[list[str]]] = {}
+
+    def batched() -> None:
+        ranking = rank_candidates(model, facts, batch_size=batch_size)
+        results["batched"] = [list(r) for r in ranking.ranking]
+
+    @torch.inference_mode()
+    def naive() -> None:
+        out = []
+        for f in facts:
+            prompt = model.tokenize([f.prompt])[0]
+            scores = []
+            for c in f.candidates:
+                cont = model.tokenizer(continuation(f.prompt, c, f.lang), add_special_tokens=False)[
+                    "input_ids"
+                ]
+                ids_ = torch.tensor([prompt + cont], device=model.device)
+                logits = model.hf(input_ids=ids_, logits_to_keep=len(cont) + 1).logits[0, :-1]
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                scores.append(float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum()))
+            order = sorted(range(len(scores)), key=lambda i: -scores[i])
+            out.append([f.candidates[i] for i in order])
+        results["naive"] = out
+
+    methods = {"naive": naive, "batched": batched}
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    med = timings.median
+    golds = [f.answer for f in facts]
+    rank_of = {k: [r.index(g) for r, g in zip(v, golds)] for k, v in results.items()}
+    return {
+        "model": model.name,
+        "device": str(model.device),
+        "n_facts": len(ids),
+        "langs": codes,
+        "n_prompts": len(facts),
+        "n_candidates": sum(len(f.candidates) for f in facts),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": timings.times,
+        "speedup naive/batched": med["naive"] / med["batched"],
+        "same_gold_ranks": rank_of["naive"] == rank_of["batched"],
+        "same_top1": [r[0] for r in results["naive"]] == [r[0] for r in results["batched"]],
+    }

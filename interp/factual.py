@@ -32,8 +32,11 @@ from interp.models import LoadedModel
 __all__ = [
     "CandidateRanking",
     "FactPrompt",
+    "answer_matches",
     "candidate_logprobs",
     "continuation",
+    "generation_correct",
+    "prior_correct",
     "rank_candidates",
 ]
 
@@ -53,6 +56,9 @@ class FactPrompt:
     """Other answers that count as correct in generation (e.g. a currency's ISO code)."""
     candidates: tuple[str, ...]
     """The answers ranked, the gold ``answer`` among them."""
+    candidate_keys: tuple[str, ...] = ()
+    """One key per candidate naming the concept across languages (the same key is the same
+    answer in every language: e.g. an object code); empty means the candidates' positions."""
 
     def __post_init__(self) -> None:
         if self.answer not in self.candidates:
@@ -64,6 +70,16 @@ class FactPrompt:
             raise PolylensError(
                 f"fact {self.fact_id} ({self.lang}) has duplicate candidates; deduplicate them"
             )
+        if self.candidate_keys and len(self.candidate_keys) != len(self.candidates):
+            raise PolylensError(
+                f"fact {self.fact_id} ({self.lang}) has {len(self.candidate_keys)} candidate keys "
+                f"for {len(self.candidates)} candidates; give one key per candidate"
+            )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The candidates' cross-language keys (their positions when none were given)."""
+        return self.candidate_keys or tuple(str(j) for j in range(len(self.candidates)))
 
 
 def continuation(prompt: str, answer: str, lang: str) -> str:
@@ -138,17 +154,19 @@ def candidate_logprobs(
         owner_t = torch.tensor(owner, device=first.device)
         heads = torch.tensor([s[0] for s in seqs], device=first.device)
         scores = first[owner_t, heads]
-        longer = [k for k, s in enumerate(seqs) if len(s) > 1]
-        if longer:
-            width = max(len(seqs[k]) for k in longer) - 1
-            # logits, log-softmax and its exp: three float32 [rows, width, vocab] at once
-            chunk = max(1, int(memory_budget_mb * 2**20 // (3 * 4 * vocab * width)))
-            for c0 in range(0, len(longer), chunk):
-                part = longer[c0 : c0 + chunk]
-                scores[part] += _tail_logprobs(
-                    model, prefix.past_key_values, batch, [owner[k] for k in part],
-                    [seqs[k] for k in part], pad,
-                )  # fmt: skip
+        # Longest first, so that each chunk holds similar lengths (little padding to decode).
+        longer = sorted((k for k, s in enumerate(seqs) if len(s) > 1), key=lambda k: -len(seqs[k]))
+        # logits and log-softmax: two float32 [rows, width, vocab] tensors at once
+        cells = max(1, int(memory_budget_mb * 2**20 // (2 * 4 * vocab)))
+        c0 = 0
+        while c0 < len(longer):
+            width = len(seqs[longer[c0]]) - 1
+            part = longer[c0 : c0 + max(1, cells // width)]
+            scores[part] += _tail_logprobs(
+                model, prefix.past_key_values, batch, [owner[k] for k in part],
+                [seqs[k] for k in part], pad,
+            )  # fmt: skip
+            c0 += len(part)
         scores = scores.cpu()
         at = 0
         for i in rows:
@@ -192,8 +210,8 @@ def _tail_logprobs(
         cache=_select_rows(cache, index),
         use_cache=True,
     )
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
-    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logits = out.logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return picked.masked_fill(~valid, 0.0).sum(-1)
 
 
@@ -271,3 +289,56 @@ def rank_candidates(
         torch.tensor(wrong_lp),
         ranking,
     )
+
+
+def answer_matches(text: str, answers: Sequence[str]) -> bool:
+    """Whether the stripped ``text`` starts with one of ``answers`` (case-insensitive)."""
+    head = text.strip().casefold()
+    return any(head.startswith(a.strip().casefold()) for a in answers if a.strip())
+
+
+def generation_correct(
+    model: LoadedModel,
+    facts: Sequence[FactPrompt],
+    *,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+) -> tuple[list[str], Tensor]:
+    """Greedy continuations of the facts' prompts (up to a newline) and whether each is right.
+
+    Right means the answer or an alias starts the continuation, after stripping, ignoring case.
+    """
+    texts = model.generate(
+        [f.prompt for f in facts], max_new_tokens=max_new_tokens, stop="\n", batch_size=batch_size
+    )
+    correct = [answer_matches(t, (f.answer, *f.aliases)) for t, f in zip(texts, facts)]
+    return texts, torch.tensor(correct, dtype=torch.bool)
+
+
+def prior_correct(
+    model: LoadedModel, facts: Sequence[FactPrompt], *, batch_size: int = 16
+) -> Tensor:
+    """The candidate-frequency control: is the gold the candidate most probable with no prompt?
+
+    Every distinct candidate of a language is scored once after a neutral prompt (the tokenizer's
+    special tokens alone, or a newline for a tokenizer that adds none), with no leading space; a
+    fact counts as correct when its gold strictly beats its other candidates there. Accuracy
+    above this baseline is recall beyond the answers' prior.
+    """
+    neutral = "" if model.tokenize([""])[0] else "\n"
+    distinct = sorted({(f.lang, c) for f in facts for c in f.candidates})
+    by_lang: dict[str, list[str]] = {}
+    for lang, c in distinct:
+        by_lang.setdefault(lang, []).append(c)
+    langs = sorted(by_lang)
+    scores = candidate_logprobs(
+        model, [neutral] * len(langs), [by_lang[x] for x in langs], batch_size=batch_size
+    )
+    prior = {
+        (lang, c): float(s) for lang, lp in zip(langs, scores) for c, s in zip(by_lang[lang], lp)
+    }
+    out = []
+    for f in facts:
+        gold = prior[(f.lang, f.answer)]
+        out.append(all(prior[(f.lang, c)] < gold for c in f.candidates if c != f.answer))
+    return torch.tensor(out, dtype=torch.bool)

@@ -251,3 +251,42 @@ def labelled_scatter(
     )
     pfig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
     return fig, pfig
+
+
+def bars_with_intervals(
+    categories: Sequence[str],
+    series: Mapping[str, Band],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+):
+    """Grouped bars per category, one per series, each with its (lower, upper) error bar."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories) + 2), 4.5))
+    pfig = go.Figure()
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(categories))
+    for i, (name, (mean, lo, hi)) in enumerate(series.items()):
+        mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
+        err = np.stack([mean - lo, hi - mean])
+        ax.bar(
+            x + (i - (len(series) - 1) / 2) * width, mean, width, yerr=err, capsize=3, label=name
+        )
+        pfig.add_trace(
+            go.Bar(
+                x=list(categories),
+                y=list(mean),
+                name=name,
+                error_y=dict(type="data", symmetric=False, array=list(hi - mean),
+                             arrayminus=list(mean - lo)),
+            )
+        )  # fmt: skip
+    ax.set_xticks(x, categories)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend()
+    pfig.update_layout(
+        barmode="group", title=title, xaxis_title=xlabel, yaxis_title=ylabel,
+        template="plotly_white",
+    )  # fmt: skip
+    return fig, pfig
