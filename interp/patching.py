@@ -14,21 +14,30 @@ says at which layers the subject's representation carries the fact across langua
   of a batch the same positions). Rows are consumed in prompt order, one prompt pass after
   another, as every polylens forward batches them (``model.logits``, ``extract``, the candidate
   scorer in ``interp.factual``); KV-cached continuation steps are left alone.
+- ``SwapCase`` / ``swap_partners`` / ``swap_scores``: fact X's subject read in language A and
+  written into fact Y's prompt (same relation, another answer) in language B; the case flips
+  when the patched prompt prefers X's answer in B over Y's own answer in B, both scored by the
+  candidate scorer (summed log-probs of every answer token). Patching layer ``L`` cannot change
+  the answer (the subject precedes the last token), so layers run over ``0 .. L-1``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
 from interp.extract import extract
-from interp.interventions import Edit, ForwardState
+from interp.factual import candidate_logprobs, continuation
+from interp.interventions import Edit, ForwardState, intervene
 from interp.models import LoadedModel
+from interp.sites import layer_site
 
 Variant = Literal["last", "prefix"]
 
@@ -159,3 +168,104 @@ def patch_plan(
         progress=False,
     )
     return PatchPlan(list(layers), acts.per_prompt(), moves)
+
+
+# -- subject swaps across languages -------------------------------------------------------------
+@dataclass(frozen=True)
+class SwapCase:
+    """Fact X's subject read in language A, written into fact Y's prompt in language B.
+
+    Both facts share a relation and have different answers; the case "flips" when B's prompt,
+    patched, prefers X's answer in B over Y's own answer in B.
+    """
+
+    relation: str
+    source_fact: str
+    source_lang: str
+    source_prompt: str
+    source_subject: str
+    target_fact: str
+    target_lang: str
+    target_prompt: str
+    target_subject: str
+    source_answer: str
+    """X's answer in language B (what a flipped prediction becomes)."""
+    target_answer: str
+    """Y's own answer in language B."""
+
+
+def swap_partners(
+    answers: Mapping[str, Mapping[str, str]], relation_of: Mapping[str, str]
+) -> dict[str, str]:
+    """For each fact Y, its source fact X: the next of its relation whose answer differs.
+
+    "Next" is the next fact id of the relation, cyclically, whose answer differs from Y's in
+    every language. Facts with no such partner are left out.
+
+    Args:
+        answers: ``{fact_id: {lang: answer}}``.
+        relation_of: ``{fact_id: relation}``.
+    """
+    out = {}
+    for relation in sorted(set(relation_of.values())):
+        ids = sorted(f for f, r in relation_of.items() if r == relation)
+        for i, y in enumerate(ids):
+            for step in range(1, len(ids)):
+                x = ids[(i + step) % len(ids)]
+                if all(answers[x][lang] != answers[y][lang] for lang in answers[y]):
+                    out[y] = x
+                    break
+    return out
+
+
+@dataclass
+class SwapScores:
+    """Per case: X's answer minus Y's answer (log-prob), unpatched and patched per layer."""
+
+    layers: list[int]
+    base_margin: Float[Tensor, " case"]
+    margin: Float[Tensor, "case layer"]
+
+    @property
+    def flipped(self) -> Tensor:
+        """Patched prediction prefers X's answer (bool ``[case, layer]``)."""
+        return self.margin > 0
+
+
+def swap_scores(
+    model: LoadedModel,
+    cases: Sequence[SwapCase],
+    layers: Sequence[int],
+    *,
+    variant: Variant = "last",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> SwapScores:
+    """Score X's and Y's answers (candidate scorer) on every case, unpatched and per layer."""
+    prompts = [c.target_prompt for c in cases]
+    conts = [
+        [
+            continuation(c.target_prompt, a, c.target_lang)
+            for a in (c.source_answer, c.target_answer)
+        ]
+        for c in cases
+    ]
+
+    def margins() -> Tensor:
+        scores = candidate_logprobs(model, prompts, conts, batch_size=batch_size)
+        return torch.stack([s[0] - s[1] for s in scores])
+
+    base = margins()
+    plan = patch_plan(
+        model,
+        [(c.source_prompt, c.source_subject) for c in cases],
+        [(c.target_prompt, c.target_subject) for c in cases],
+        layers=layers,
+        variant=variant,
+        batch_size=batch_size,
+    )
+    out = torch.empty(len(cases), len(layers))
+    for li, layer in enumerate(tqdm(layers, desc=f"patch {variant}", disable=not progress)):
+        with intervene(model, {layer_site(layer): plan.edit(layer)}):
+            out[:, li] = margins()
+    return SwapScores(list(layers), base, out)

@@ -8,7 +8,7 @@ from tolerance import SAME_MATH, assert_close_to_scale
 from interp.errors import PolylensError
 from interp.factual import candidate_logprobs
 from interp.interventions import intervene
-from interp.patching import PatchRows, patch_plan, subject_span
+from interp.patching import PatchRows, patch_plan, subject_span, swap_partners
 from interp.sites import layer_site, recording
 
 PAIRS = [  # (prompt, subject)
@@ -119,3 +119,42 @@ def test_gemma_patching_a_subject_moves_the_answer(gemma):
     with intervene(gemma, {layer_site(3): plan.edit(3)}):
         got = candidate_logprobs(gemma, [tgt[0]], cands)[0]
     assert got[0] - got[1] > base[0] - base[1]
+
+
+def test_cross_lingual_patching_experiment_end_to_end(tmp_path):
+    import json
+
+    from tiny import save_tiny
+
+    from experiments.cli import main
+
+    tiny = save_tiny("llama", tmp_path / "tiny")
+    config = tmp_path / "small.yaml"
+    config.write_text("n_per_relation: 2\nlayers: [0, 2]\nn_boot: 50\n")
+    argv = ["run", "cross-lingual-patching", "--model", str(tiny), "--langs", "en,zh"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--config", str(config)]) == 0
+    out = tmp_path / "out" / "cross-lingual-patching"
+    for name in (
+        "report.html",
+        "tables/flip_share_per_layer.csv",
+        "tables/flip_share_per_layer_pair.csv",
+        "figures/flip_share_by_layer.png",
+        "figures/flip_share_by_pair.html",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_cases"] == 2 * 4 * 4  # 2 targets x 4 relations x 4 ordered pairs
+    assert metrics["peak_layer"] in (0, 2)
+    selfpatch = metrics["controls"][0]["result"]
+    assert float(selfpatch.split("margin| ")[1].split(" ")[0]) < 1e-3
+
+
+def test_swap_partners_have_different_answers():
+    answers = {
+        "a": {"en": "Paris", "fr": "Paris"},
+        "b": {"en": "Paris", "fr": "Paris"},
+        "c": {"en": "Rome", "fr": "Rome"},
+        "d": {"en": "Lima", "fr": "Lima"},
+    }
+    partners = swap_partners(answers, {k: "capital" for k in answers})
+    assert partners == {"a": "c", "b": "c", "c": "d", "d": "a"}

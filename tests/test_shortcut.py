@@ -208,3 +208,41 @@ def test_gemma_shortcut_from_the_last_layer_keeps_the_answer_and_a_fit_decodes_i
     with intervene(gemma, shortcut_edits(gemma, amap)):
         shortcut = gemma.logits(prompts)
     assert torch.equal(shortcut.argmax(-1), ref.argmax(-1))
+
+
+def test_linear_shortcut_experiment_end_to_end(tmp_path):
+    import json
+
+    from tiny import save_tiny
+
+    from experiments.cli import main
+
+    tiny = save_tiny("gemma3_text", tmp_path / "tiny")
+    argv = ["run", "linear-shortcut", "--model", str(tiny), "--langs", "en,fr,zh"]
+    argv += ["--out", str(tmp_path / "out")]
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "n_per_relation: 6\nmax_candidates: 4\njacobian_layers: [1]\njacobian_prompts: 2\n"
+        "n_verify: 4\nn_boot: 50\nbetas: [1.0, 2.0]\n"
+    )
+    assert main([*argv, "--config", str(config)]) == 0
+    out = tmp_path / "out" / "linear-shortcut"
+    for name in (
+        "report.html",
+        "tables/summary_per_layer.csv",
+        "tables/accuracy_per_layer_language.csv",
+        "tables/consistency_per_layer_pair.csv",
+        "figures/shortcut_accuracy_by_layer.png",
+        "figures/shortcut_consistency_by_layer.html",
+    ):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["best_layer"] < 3 and metrics["n_test_prompts"] > 0
+    controls = {c["check"].split(" ")[0]: c["result"] for c in metrics["controls"]}
+    assert controls["identity"].startswith("same correctness as the unmodified scorer on")
+    n = metrics["n_test_prompts"]
+    assert f"on {n}/{n} held-out" in controls["identity"]
+    # the edit and the cached-state scores agree on every re-scored fact
+    verify = next(c["result"] for c in metrics["controls"] if "re-ranked" in c["check"])
+    assert "same top candidate in 4/4" in verify
+    assert "jacobian" in (out / "tables/summary_per_layer.csv").read_text()
