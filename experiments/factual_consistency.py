@@ -378,7 +378,16 @@ def _metrics(config, model, source, facts, accuracy, consistency, inquiry, trans
     metrics["consistency"] = consistency
     metrics["language_of_inquiry"] = inquiry
     metrics["transition"] = transition
-    return metrics
+    return _no_nan(metrics)
+
+
+def _no_nan(value):
+    """``value`` with every NaN float as None (null in metrics.json: no data, e.g. no pair)."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _controls(out: ResultDir, metrics: dict, facts, ranking) -> None:

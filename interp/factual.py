@@ -163,7 +163,7 @@ def candidate_logprobs(
             width = len(seqs[longer[c0]]) - 1
             part = longer[c0 : c0 + max(1, cells // width)]
             scores[part] += _tail_logprobs(
-                model, prefix.past_key_values, batch, [owner[k] for k in part],
+                model, prefix.cache, batch, [owner[k] for k in part],
                 [seqs[k] for k in part], pad,
             )  # fmt: skip
             c0 += len(part)
