@@ -131,8 +131,8 @@ def _check_layers(config: ShortcutConfig, n_blocks: int) -> list[int]:
     for layer in [*layers, *config.jacobian_layers]:
         if layer > n_blocks:
             raise PolylensError(f"layer {layer} does not exist: the model has layers 0..{n_blocks}")
-    missing = [x for x in config.jacobian_layers if x not in layers]
-    return sorted({*layers, *missing, n_blocks})
+    # Jacobian layers need their states too, and every fit needs the final layer's.
+    return sorted({*layers, *config.jacobian_layers, n_blocks})
 
 
 @register(NAME, ShortcutConfig, "final-layer linear shortcut: accuracy and consistency per layer")

@@ -43,6 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
+from interp.extract import extract
 from interp.interventions import Edit, ForwardState
 from interp.lens import decode_logits
 from interp.models import LoadedModel
@@ -136,6 +137,9 @@ def prompt_jacobian(
     if len(ids) < 2:
         raise PolylensError(f"prompt {prompt!r} is too short for a Jacobian (needs 2 tokens)")
     dev = model.device
+    if layer == final:  # the identity; one forward gives h_L
+        h = extract(model, [prompt], layers=[final], progress=False).layer(final)[0].double()
+        return torch.eye(d, dtype=torch.float64), h, h.clone()
     prefix = torch.tensor([ids[:-1]], device=dev)
     last = torch.tensor([ids[-1:]], device=dev)
     site_in, site_out = layer_site(layer), layer_site(final)
@@ -159,9 +163,7 @@ def prompt_jacobian(
                 holder["h"] = x.detach().clone().requires_grad_(True)
                 return holder["h"]
 
-            fns = [(site_in, take_in)] if layer < final else []
-            fns.append((site_out, take_out))
-            with hooked(model, fns):
+            with hooked(model, [(site_in, take_in), (site_out, take_out)]):
                 model.body(
                     input_ids=last.expand(k, 1),
                     attention_mask=torch.ones(k, len(ids), dtype=torch.long, device=dev),
@@ -170,10 +172,6 @@ def prompt_jacobian(
                     use_cache=True,
                 )
             out = captured["out"][:, -1]  # [k, d]
-            if layer == final:
-                h_in = out
-                rows.append(torch.eye(d, dtype=torch.float64)[start : start + k])
-                continue
             picked = out[torch.arange(k), torch.arange(start, start + k)]
             (grad,) = torch.autograd.grad(picked.sum(), holder["h"])
             rows.append(grad[:, -1].double().cpu())
@@ -271,9 +269,17 @@ def first_token_ids(model: LoadedModel, continuations: Sequence[Sequence[str]]) 
 
 
 def _first_logprobs(
-    model: LoadedModel, states: Float[Tensor, "prompt d_model"], first_ids: Sequence[Tensor],
-    amap: AffineMap | None, beta: float, rows: int,
-) -> list[Tensor]:  # fmt: skip
+    model: LoadedModel,
+    states: Float[Tensor, "prompt d_model"],
+    first_ids: Sequence[Tensor],
+    amap: AffineMap | None,
+    beta: float,
+    rows: int,
+) -> list[Tensor]:
+    """Per prompt, its candidates' first-token log-probs decoded from ``states``.
+
+    The states are mapped by ``amap`` first when given; ``rows`` prompts per unembedding.
+    """
     out = []
     with torch.inference_mode():
         for start in range(0, states.shape[0], rows):

@@ -123,6 +123,15 @@ def test_prompt_jacobian_equals_full_sequence_autograd(model):
     assert_close_to_scale(h_out, out, SAME_MATH)
 
 
+def test_prompt_jacobian_at_the_last_layer_is_the_identity(llama):
+    final = llama.n_blocks
+    jac, h_in, h_out = prompt_jacobian(llama, PROMPTS[0], final)
+    assert torch.equal(jac, torch.eye(llama.d_model, dtype=torch.float64))
+    ref = extract(llama, PROMPTS[:1], layers=[final], progress=False).layer(final)[0]
+    assert_close_to_scale(h_in, ref, SAME_MATH)
+    assert torch.equal(h_in, h_out)
+
+
 class AffineBlock(nn.Module):
     """A block that is an affine map of the residual stream (attention and MLP left out)."""
 
