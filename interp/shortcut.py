@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -62,13 +62,17 @@ class AffineMap:
     n_prompts: int = 0
     """How many prompts the map was estimated on."""
 
+    _on: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def __call__(
         self, h: Float[Tensor, "row d_in"], *, beta: float = 1.0
     ) -> Float[Tensor, "row d_out"]:
         """``beta * W h + b`` in ``h``'s dtype and device (computed in float64)."""
-        w = self.weight.to(h.device)
-        out = beta * (h.double() @ w.T) + self.bias.to(h.device)
-        return out.to(h.dtype)
+        # Edits call this on every forward pass: copy the map to a device once, not per call.
+        if h.device not in self._on:
+            self._on[h.device] = (self.weight.to(h.device), self.bias.to(h.device))
+        w, b = self._on[h.device]
+        return (beta * (h.double() @ w.T) + b).to(h.dtype)
 
 
 def identity_map(layer: int, d_model: int) -> AffineMap:
