@@ -55,13 +55,14 @@ class ShortcutConfig(ExperimentConfig):
     relations: list[str] | None = None
     """Relations of the bundled facts to use (default: all four)."""
     n_per_relation: int | None = None
-    """Facts per relation, drawn with the seed, before the train/test split (default: all)."""
+    """Held-out facts per relation, drawn with the seed from the data's test split (default:
+    all of them)."""
+    n_train_per_relation: int | None = None
+    """Training facts per relation, drawn with the seed from the train split (default: all)."""
     max_candidates: int = 10
     """Candidates per fact, the gold included (the other objects of its relation)."""
     n_demos: int = 2
     """Solved facts of the same relation before each prompt (few-shot cloze)."""
-    max_train: int | None = None
-    """Most training prompts per language for the least-squares fit (default: all)."""
     layers: list[int] | None = None
     """Residual layers to shortcut from (default: every layer 0..L)."""
     ridge: float = 1e-3
@@ -79,10 +80,10 @@ class ShortcutConfig(ExperimentConfig):
     """Bootstrap resamples of the accuracy intervals."""
 
     _ranges: ClassVar[dict[str, Range]] = {
-        "n_per_relation": at_least(2),
+        "n_per_relation": at_least(1),
+        "n_train_per_relation": at_least(1),
         "max_candidates": at_least(2),
         "n_demos": at_least(0),
-        "max_train": at_least(2),
         "ridge": at_least(0),
         "jacobian_prompts": at_least(1),
         "n_verify": at_least(0),
@@ -102,27 +103,28 @@ class ShortcutConfig(ExperimentConfig):
 
 
 def _facts(config: ShortcutConfig):
+    """Held-out and training facts, drawn per relation from the data's own split."""
     facts = bundled_facts(
         config.langs,
-        n_per_relation=config.n_per_relation,
+        n_per_relation=None,
         max_candidates=config.max_candidates,
         seed=config.seed,
         relations=config.relations,
     )
-    facts = with_demonstrations(facts, config.n_demos, config.seed)
+    chosen: set[str] = set()
+    for split, n in (("test", config.n_per_relation), ("train", config.n_train_per_relation)):
+        for relation in sorted({f.relation for f in facts}):
+            ids = sorted({f.fact_id for f in facts if f.relation == relation})
+            ids = [i for i in ids if split_of(i) == split]
+            random.Random(f"{config.seed}:{split}:{relation}").shuffle(ids)
+            chosen.update(ids if n is None else ids[:n])
+    # demonstrations come from every fact of the relation, never the fact itself
+    kept = [f for f in facts if f.fact_id in chosen]
+    facts = with_demonstrations(kept, config.n_demos, config.seed, pool=facts)
     train = [f for f in facts if split_of(f.fact_id) == "train"]
     test = [f for f in facts if split_of(f.fact_id) == "test"]
-    if config.max_train is not None:
-        kept = []
-        for lang in config.langs:
-            mine = [f for f in train if f.lang == lang]
-            random.Random(f"{config.seed}:train:{lang}").shuffle(mine)
-            kept += mine[: config.max_train]
-        train = kept
     if len(train) < 2 or not test:
-        raise PolylensError(
-            "too few facts for a train/test split; raise n_per_relation or use more relations"
-        )
+        raise PolylensError("too few facts for a train/test split; raise the facts per relation")
     return train, test
 
 

@@ -231,8 +231,8 @@ def test_linear_shortcut_experiment_end_to_end(tmp_path):
     argv += ["--out", str(tmp_path / "out")]
     config = tmp_path / "small.yaml"
     config.write_text(
-        "n_per_relation: 6\nmax_candidates: 4\njacobian_layers: [1]\njacobian_prompts: 2\n"
-        "n_verify: 4\nn_boot: 50\nbetas: [1.0, 2.0]\n"
+        "n_per_relation: 3\nn_train_per_relation: 4\nmax_candidates: 4\n"
+        "jacobian_layers: [1]\njacobian_prompts: 2\nn_verify: 4\nn_boot: 50\nbetas: [1.0, 2.0]\n"
     )
     assert main([*argv, "--config", str(config)]) == 0
     out = tmp_path / "out" / "linear-shortcut"
