@@ -56,13 +56,13 @@ class FactualConfig(ExperimentConfig):
     bundled facts."""
     relations: list[str] | None = None
     """Relations to keep (default: all)."""
-    n_per_relation: int | None = 24
+    n_per_relation: int | None = 6
     """Facts per relation, drawn with the seed (null: all)."""
-    max_candidates: int = 10
+    max_candidates: int = 8
     """Most candidates per bundled fact, the gold included (the relation's other objects)."""
     n_demos: int = 3
     """Solved facts of the same relation and language before each prompt (never the fact)."""
-    max_new_tokens: int = 8
+    max_new_tokens: int = 6
     """Most tokens generated per answer (the generation scorer)."""
     top_k: int = 3
     """k of the top-k rank consistency."""
@@ -178,19 +178,20 @@ def run(config: FactualConfig) -> Path:
     out.table("consistency", cons_rows)
 
     inquiry = {}
-    if fact_language:
-        for scorer in ("rank", "generation"):
-            outcome = {(f.fact_id, f.lang): bool(c) for f, c in zip(facts, correct[scorer])}
-            rows = language_of_inquiry(
-                outcome, fact_language, langs, n_boot=config.bootstrap, seed=config.seed
-            )
+    for scorer in ("rank", "generation") if fact_language else ():
+        outcome = {(f.fact_id, f.lang): bool(c) for f, c in zip(facts, correct[scorer])}
+        rows = language_of_inquiry(
+            outcome, fact_language, langs, n_boot=config.bootstrap, seed=config.seed
+        )
+        if rows:
             inquiry[scorer] = rows
             out.table(f"language_of_inquiry_{scorer}", rows)
+    if inquiry:
         _inquiry_figure(out, inquiry)
     else:
         out.notes.append(
-            "Language of inquiry: skipped, user data carries no country per fact (it needs the "
-            "bundled facts)."
+            "Language of inquiry: skipped. It needs the bundled facts (user data carries no "
+            "country per fact) and a fact about a country whose official language was asked."
         )
 
     transition = _transition(out, config, model, facts) if config.transition else {}

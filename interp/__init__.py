@@ -14,6 +14,8 @@ The public surface, as a table of contents:
 - controls of lens readouts (token collisions, per-word demonstrations): ``interp.controls``
 - cross-lingual similarity, token-embedding geometry, language neurons: ``interp.similarity``,
   ``interp.embeddings``, ``interp.neurons``
+- factual recall and consistency: ``interp.factual`` (candidate log-probs, ranking, generation
+  scorer), ``interp.factual_data``, ``interp.consistency``, ``interp.factual_lens``
 - refusal: ``interp.refusal`` (templates, refusal score, judge, user data) and
   ``interp.directions`` (diff-in-means candidates, batched selection, effects, transfer)
 - final-layer linear shortcut and cross-lingual subject patching: ``interp.shortcut``,

@@ -308,9 +308,12 @@ def generation_correct(
 
     Right means the answer or an alias starts the continuation, after stripping, ignoring case.
     """
+    # Cut at the newline here rather than with generate's stop strings: transformers builds its
+    # stop-string tables over the whole vocabulary for every batch (seconds for Gemma's 262k).
     texts = model.generate(
-        [f.prompt for f in facts], max_new_tokens=max_new_tokens, stop="\n", batch_size=batch_size
+        [f.prompt for f in facts], max_new_tokens=max_new_tokens, batch_size=batch_size
     )
+    texts = [t.split("\n", 1)[0] for t in texts]
     correct = [answer_matches(t, (f.answer, *f.aliases)) for t, f in zip(texts, facts)]
     return texts, torch.tensor(correct, dtype=torch.bool)
 

@@ -377,3 +377,14 @@ def test_factual_config_errors(tmp_path):
         run_experiment("factual-consistency", None, {"langs": "en", "out": str(tmp_path)})
     with pytest.raises(PolylensError, match="unknown relation"):
         bundled_facts(["en"], n_per_relation=2, max_candidates=3, seed=0, relations=["height"])
+
+
+def test_bench_factual_ranks_agree(tiny_dir, tmp_path):
+    from experiments.cli import main
+
+    out = tmp_path / "b.json"
+    argv = ["bench", "factual", "--model", tiny_dir, "--n-facts", "4", "--langs", "en,zh"]
+    assert main([*argv, "--max-candidates", "4", "--batch-size", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n_prompts"] == 8 and result["same_gold_ranks"] and result["same_top1"]
+    assert set(result["median_s"]) == {"naive", "batched"}
