@@ -18,6 +18,8 @@ The public surface, as a table of contents:
   scorer), ``interp.factual_data``, ``interp.consistency``, ``interp.factual_lens``
 - refusal: ``interp.refusal`` (templates, refusal score, judge, user data) and
   ``interp.directions`` (diff-in-means candidates, batched selection, effects, transfer)
+- final-layer linear shortcut and cross-lingual subject patching: ``interp.shortcut``,
+  ``interp.patching``
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
