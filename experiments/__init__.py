@@ -104,4 +104,5 @@ def registered() -> list[Experiment]:
 def experiment_list() -> str:
     """One line per registered experiment: its name and what it does."""
     _load_all()
-    return "\n".join(f"  {e.name:22s}{e.description}" for e in EXPERIMENTS.values())
+    width = max(map(len, EXPERIMENTS)) + 2
+    return "\n".join(f"  {e.name:{width}s}{e.description}" for e in EXPERIMENTS.values())
