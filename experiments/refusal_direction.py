@@ -169,7 +169,6 @@ def run(config: RefusalConfig) -> Path:
             openers[lang],
             layers=layers,
             rows_per_pass=config.rows_per_pass,
-            batch_size=config.batch_size,
         )
         sel = select_direction(
             scores, model.n_blocks, kl_max=config.kl_max, prune_fraction=config.prune_fraction

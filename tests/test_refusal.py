@@ -20,6 +20,7 @@ from interp.directions import (
     score_candidates,
     scores_under_edits,
     select_direction,
+    shared_prefix_length,
 )
 from interp.metrics import auroc
 from interp.refusal import (
@@ -193,6 +194,45 @@ def test_batched_scores_equal_one_candidate_per_pass(planted):
         assert float((x @ u).abs().max() / x.norm(dim=-1).max()) <= 1e-5
 
 
+def test_shared_prefix_length_counts_tokens_and_leaves_one_of_each():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # each keeps a token
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "llama", "gpt2"])
+def test_prefix_reuse_gives_the_full_prompt_scores(arch):
+    """Keys and values of the shared dialogue, reused, give the numbers of full prompts."""
+    model = tiny_model(arch, seed=1)
+    dialogue = RefusalTemplate(
+        "en",
+        "User: The capital of France is Paris.\nAssistant: Paris.\n\nUser: ",
+        "\nAssistant:",
+        " ",
+        ("France",),
+        ("france",),
+    )
+    prompts = dialogue.wrap(HARMFUL[:3] + HARMLESS[:3])
+    assert shared_prefix_length(model.tokenize(prompts)) >= 8
+    ids = opener_token_ids(model, dialogue)
+    cands = torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(5))
+    ref = plain_logprobs(model, prompts[3:])
+    for kw in (
+        dict(ablate=cands, reference=ref),
+        dict(add=cands, add_layers=[1, 2, 3], coeff=4.0),
+        {},
+    ):
+        full, kl_full = scores_under_edits(model, prompts, ids, reuse_prefix=False, **kw)
+        for rows in (64, 6, 1):
+            reused, kl = scores_under_edits(model, prompts, ids, rows_per_pass=rows, **kw)
+            assert torch.allclose(reused, full, atol=1e-4), (arch, kw.keys(), rows)
+            if kl_full is not None:
+                assert torch.allclose(kl, kl_full, atol=1e-5)
+    plain = scores_under_edits(model, prompts, ids)[0]
+    edited = scores_under_edits(model, prompts, ids, ablate=cands)[0]
+    assert (plain - edited).abs().max() > 1e-3  # the edits act on the reused prefix
+
+
 def test_planted_direction_is_found_and_ablation_drops_the_score(planted):
     model, u = planted
     ids = opener_token_ids(model, TEMPLATE)
@@ -309,7 +349,9 @@ def test_bench_refusal_report(tmp_path):
         str(save_tiny("llama", tmp_path / "m")), n_train=4, n_val=2, rows_per_pass=64
     )
     assert set(result["median_s"]) == {"batched", "one_per_pass"}
-    assert result["same_selection"] and result["n_candidates"] % 4 == 0  # 4 layers x positions
+    assert result["same_selection"] and result["max_score_gap"] <= 1e-3
+    # 4 layers x positions, but layer 0 (the same template tokens) has no direction.
+    assert result["n_candidates"] == 3 * result["n_post_instruction_positions"]
 
 
 def test_shipped_configs_resolve():
