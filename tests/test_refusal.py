@@ -364,5 +364,10 @@ def test_shipped_configs_resolve():
         RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-smollm2.yaml", {}
     )
     assert smol.model == "smollm2-135m-instruct" and smol.template == "chat"
+    quick = load_config(
+        RefusalConfig, "refusal-direction", CONFIG_DIR / "report" / "refusal-direction.yaml", {}
+    )
+    assert quick.model == "gemma-3-270m" and quick.langs == ["en", "de"]
+    assert quick.n_train < default.n_train and quick.layer_stride > 1
     with pytest.raises(PolylensError, match="template"):
         load_config(RefusalConfig, "refusal-direction", None, {"template": "magic"})
