@@ -45,7 +45,7 @@ def test_minimum_sizes():
         "future_event",
     }
     safety = load("safety", langs=["hi"])
-    assert Counter(s.harmful for s in safety) == {True: 64, False: 64}
+    assert Counter(s.harmful for s in safety) == {True: 128, False: 128}
 
 
 def test_records_are_parallel_and_typed():
