@@ -30,6 +30,7 @@ from interp.directions import (
     cosine_by_layer,
     held_out_effects,
     orthogonalization_gap,
+    random_direction_kl,
     score_candidates,
     select_direction,
     transfer_grid,
@@ -173,6 +174,10 @@ def run(config: RefusalConfig) -> Path:
         sel = select_direction(
             scores, model.n_blocks, kl_max=config.kl_max, prune_fraction=config.prune_fraction
         )
+        random_kl = random_direction_kl(
+            model, t.wrap(s["harmless"]["val"]), openers[lang], seed=config.seed,
+            rows_per_pass=config.rows_per_pass,
+        )  # fmt: skip
         for row in scores.rows(pos_labels):
             p = pos_labels.index(row["pos"])
             score_rows.append({"lang": lang, **row, "status": sel.reasons[row["layer"], p]})
@@ -203,6 +208,8 @@ def run(config: RefusalConfig) -> Path:
             "val_bypass": float(scores.bypass[sel.layer, sel.pos]),
             "val_induce": float(scores.induce[sel.layer, sel.pos]),
             "val_kl": float(scores.kl[sel.layer, sel.pos]),
+            "val_kl_min_candidate": float(np.nanmin(scores.kl)),
+            "val_kl_random_directions": float(random_kl.mean()),
             **effects,
             "openers": model.tokenizer.convert_ids_to_tokens(openers[lang]),
             "n_post_instruction_tokens": n_post,
@@ -243,9 +250,29 @@ def run(config: RefusalConfig) -> Path:
         ),
         "per_language": per_lang,
     }
+    metrics["controls"] = [_kl_control(out, config, per_lang)]
     out.metrics(metrics)
     out.report("Refusal direction across languages", __doc__.split("\n\n")[1], metrics)
     return out.commit()
+
+
+def _kl_control(out: ResultDir, config: RefusalConfig, per_lang: dict) -> dict:
+    """Is a candidate's KL its direction's, or what ablating any direction costs?"""
+    relaxed = [lang for lang, v in per_lang.items() if v["filters_relaxed"]]
+    mean = {
+        key: float(np.mean([v[key] for v in per_lang.values()]))
+        for key in ("val_kl", "val_kl_min_candidate", "val_kl_random_directions")
+    }
+    return out.control(
+        f"The KL filter (<= {config.kl_max}) judges a direction by how much its ablation moves "
+        "harmless next-token distributions; ablating any direction at every layer moves them "
+        "somewhat.",
+        "KL of 4 random unit directions ablated the same way, on the same validation prompts.",
+        f"mean over languages: random directions {mean['val_kl_random_directions']:.4f}, "
+        f"lowest candidate {mean['val_kl_min_candidate']:.4f}, selected "
+        f"{mean['val_kl']:.4f}; filters relaxed in {len(relaxed)} of {len(per_lang)} "
+        f"languages{' (' + ', '.join(relaxed) + ')' if relaxed else ''}",
+    )
 
 
 def _score_figures(out: ResultDir, lang: str, scores, sel, pos_labels: list[str]) -> None:

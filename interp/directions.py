@@ -375,6 +375,30 @@ def score_candidates(
     return out
 
 
+def random_direction_kl(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    opener_ids: Sequence[int],
+    *,
+    n: int = 4,
+    seed: int = 0,
+    rows_per_pass: int = 64,
+) -> Float[Tensor, " n"]:
+    """Mean KL(plain || ablated) over ``prompts`` for ``n`` random unit directions.
+
+    The control of the KL filter: what ablating an arbitrary direction at every layer costs,
+    beside what a candidate's ablation costs.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    directions = torch.randn(n, model.d_model, generator=gen)
+    reference = plain_logits(model, prompts).log_softmax(-1)
+    _, kl = scores_under_edits(
+        model, prompts, opener_ids, ablate=directions, reference=reference,
+        rows_per_pass=rows_per_pass,
+    )  # fmt: skip
+    return kl.mean(1)
+
+
 # -- selection ----------------------------------------------------------------------------------
 
 

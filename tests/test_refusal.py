@@ -333,6 +333,8 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     en = metrics["per_language"]["en"]
     assert 0 <= en["auroc_before"] <= 1 and en["sizes"]["harmful_test"] == 3
     assert metrics["orthogonalization"] == "checked"
+    assert en["val_kl_random_directions"] >= 0 and en["val_kl_min_candidate"] <= en["val_kl"]
+    assert "random directions" in metrics["controls"][0]["result"]
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4
     assert -1 <= metrics["cosine_min_at_layer"] <= metrics["cosine_max_at_layer"] <= 1
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
