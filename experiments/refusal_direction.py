@@ -59,11 +59,11 @@ class RefusalConfig(ExperimentConfig):
     data: str | None = None
     """Directory of user data: harmful_<lang>.json and harmless_<lang>.json, each a JSON list of
     {"instruction": ..., "category": ...} (default: the bundled safety set)."""
-    n_train: int = 64
+    n_train: int = 80
     """Most instructions per class and language for the diff-in-means candidates."""
     n_val: int = 16
     """Instructions per class and language that select the direction."""
-    n_test: int = 16
+    n_test: int = 20
     """Held-out instructions per class and language that measure its effects."""
     layer_stride: int = 1
     """Score candidates of every k-th layer only (1: all layers; larger is faster)."""
