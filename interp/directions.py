@@ -14,7 +14,8 @@ by three numbers: **bypass** (mean refusal score of harmful prompts with the dir
 everywhere), **induce** (mean refusal score of harmless prompts with the vector added at its own
 layer, every position) and **KL** (of the harmless next-token distribution under ablation).
 Scoring is batched: several candidates share one forward pass, the prompt batch stacked once per
-candidate, each copy edited with its own direction.
+candidate, each copy edited with its own direction; the tokens every prompt shares (a few-shot
+dialogue, a system turn) run once per candidate and their keys and values are reused.
 """
 
 from __future__ import annotations
