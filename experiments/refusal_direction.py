@@ -30,9 +30,11 @@ from interp.directions import (
     cosine_by_layer,
     held_out_effects,
     orthogonalization_gap,
+    post_instruction_acts,
     random_direction_kl,
     score_candidates,
     select_direction,
+    top_dimension_share,
     transfer_grid,
 )
 from interp.errors import PolylensError
@@ -182,6 +184,11 @@ def run(config: RefusalConfig) -> Path:
             p = pos_labels.index(row["pos"])
             score_rows.append({"lang": lang, **row, "status": sel.reasons[row["layer"], p]})
         direction = cands[sel.layer, sel.pos].float()
+        # Read back from the store (the candidates' own extraction): no forward pass.
+        resid = post_instruction_acts(
+            model, train_n, n_post, batch_size=config.batch_size, store=store
+        )[:, sel.pos, sel.layer]
+        on_top, top_power = top_dimension_share(direction, resid)
         directions[lang], chosen[lang], all_cands[lang] = direction, (sel.layer, sel.pos), cands
         effects, generated = held_out_effects(
             model,
@@ -210,6 +217,8 @@ def run(config: RefusalConfig) -> Path:
             "val_kl": float(scores.kl[sel.layer, sel.pos]),
             "val_kl_min_candidate": float(np.nanmin(scores.kl)),
             "val_kl_random_directions": float(random_kl.mean()),
+            "direction_share_on_top3_residual_dims": on_top,
+            "top3_residual_dims_share_of_residual": top_power,
             **effects,
             "openers": model.tokenizer.convert_ids_to_tokens(openers[lang]),
             "n_post_instruction_tokens": n_post,

@@ -400,6 +400,24 @@ def random_direction_kl(
     return kl.mean(1)
 
 
+def top_dimension_share(
+    direction: Float[Tensor, " d_model"],
+    residuals: Float[Tensor, "prompt d_model"],
+    k: int = 3,
+) -> tuple[float, float]:
+    """How much of ``direction`` lies on the residual stream's ``k`` largest dimensions.
+
+    Returns (share of the direction's squared norm on the ``k`` dimensions with the largest
+    mean square in ``residuals``, those dimensions' share of the residuals' mean square). Where
+    a few "massive" dimensions carry the stream (Gemma 3), a candidate that lies on them
+    ablates them, and the KL of its ablation says so rather than anything about refusal.
+    """
+    power = residuals.double().pow(2).mean(0)
+    top = power.topk(k).indices
+    d = direction.double().pow(2)
+    return float(d[top].sum() / d.sum()), float(power[top].sum() / power.sum())
+
+
 # -- selection ----------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from interp.directions import (
     scores_under_edits,
     select_direction,
     shared_prefix_length,
+    top_dimension_share,
 )
 from interp.metrics import auroc
 from interp.refusal import (
@@ -194,6 +195,14 @@ def test_batched_scores_equal_one_candidate_per_pass(planted):
         assert float((x @ u).abs().max() / x.norm(dim=-1).max()) <= 1e-5
 
 
+def test_top_dimension_share_on_a_constructed_stream():
+    resid = torch.zeros(4, 6)
+    resid[:, 2], resid[:, 5], resid[:, 0] = 100.0, 50.0, 1.0  # massive dims 2 and 5
+    direction = torch.tensor([0.0, 1.0, 3.0, 0.0, 0.0, 0.0])
+    on_top, power = top_dimension_share(direction, resid, k=2)
+    assert on_top == pytest.approx(9 / 10) and power == pytest.approx(12500 / 12501)
+
+
 def test_shared_prefix_length_counts_tokens_and_leaves_one_of_each():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # each keeps a token
@@ -335,6 +344,7 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert metrics["orthogonalization"] == "checked"
     assert en["val_kl_random_directions"] >= 0 and en["val_kl_min_candidate"] <= en["val_kl"]
     assert "random directions" in metrics["controls"][0]["result"]
+    assert 0 <= en["direction_share_on_top3_residual_dims"] <= 1
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4
     assert -1 <= metrics["cosine_min_at_layer"] <= metrics["cosine_max_at_layer"] <= 1
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
