@@ -30,8 +30,11 @@ from interp.directions import (
     cosine_by_layer,
     held_out_effects,
     orthogonalization_gap,
+    post_instruction_acts,
+    random_direction_kl,
     score_candidates,
     select_direction,
+    top_dimension_share,
     transfer_grid,
 )
 from interp.errors import PolylensError
@@ -58,11 +61,11 @@ class RefusalConfig(ExperimentConfig):
     data: str | None = None
     """Directory of user data: harmful_<lang>.json and harmless_<lang>.json, each a JSON list of
     {"instruction": ..., "category": ...} (default: the bundled safety set)."""
-    n_train: int = 64
+    n_train: int = 80
     """Most instructions per class and language for the diff-in-means candidates."""
     n_val: int = 16
     """Instructions per class and language that select the direction."""
-    n_test: int = 16
+    n_test: int = 20
     """Held-out instructions per class and language that measure its effects."""
     layer_stride: int = 1
     """Score candidates of every k-th layer only (1: all layers; larger is faster)."""
@@ -169,15 +172,23 @@ def run(config: RefusalConfig) -> Path:
             openers[lang],
             layers=layers,
             rows_per_pass=config.rows_per_pass,
-            batch_size=config.batch_size,
         )
         sel = select_direction(
             scores, model.n_blocks, kl_max=config.kl_max, prune_fraction=config.prune_fraction
         )
+        random_kl = random_direction_kl(
+            model, t.wrap(s["harmless"]["val"]), openers[lang], seed=config.seed,
+            rows_per_pass=config.rows_per_pass,
+        )  # fmt: skip
         for row in scores.rows(pos_labels):
             p = pos_labels.index(row["pos"])
             score_rows.append({"lang": lang, **row, "status": sel.reasons[row["layer"], p]})
         direction = cands[sel.layer, sel.pos].float()
+        # Read back from the store (the candidates' own extraction): no forward pass.
+        resid = post_instruction_acts(
+            model, train_n, n_post, batch_size=config.batch_size, store=store
+        )[:, sel.pos, sel.layer]
+        on_top, top_power = top_dimension_share(direction, resid)
         directions[lang], chosen[lang], all_cands[lang] = direction, (sel.layer, sel.pos), cands
         effects, generated = held_out_effects(
             model,
@@ -204,6 +215,10 @@ def run(config: RefusalConfig) -> Path:
             "val_bypass": float(scores.bypass[sel.layer, sel.pos]),
             "val_induce": float(scores.induce[sel.layer, sel.pos]),
             "val_kl": float(scores.kl[sel.layer, sel.pos]),
+            "val_kl_min_candidate": float(np.nanmin(scores.kl)),
+            "val_kl_random_directions": float(random_kl.mean()),
+            "direction_share_on_top3_residual_dims": on_top,
+            "top3_residual_dims_share_of_residual": top_power,
             **effects,
             "openers": model.tokenizer.convert_ids_to_tokens(openers[lang]),
             "n_post_instruction_tokens": n_post,
@@ -244,9 +259,29 @@ def run(config: RefusalConfig) -> Path:
         ),
         "per_language": per_lang,
     }
+    metrics["controls"] = [_kl_control(out, config, per_lang)]
     out.metrics(metrics)
     out.report("Refusal direction across languages", __doc__.split("\n\n")[1], metrics)
     return out.commit()
+
+
+def _kl_control(out: ResultDir, config: RefusalConfig, per_lang: dict) -> dict:
+    """Is a candidate's KL its direction's, or what ablating any direction costs?"""
+    relaxed = [lang for lang, v in per_lang.items() if v["filters_relaxed"]]
+    mean = {
+        key: float(np.mean([v[key] for v in per_lang.values()]))
+        for key in ("val_kl", "val_kl_min_candidate", "val_kl_random_directions")
+    }
+    return out.control(
+        f"The KL filter (<= {config.kl_max}) judges a direction by how much its ablation moves "
+        "harmless next-token distributions; ablating any direction at every layer moves them "
+        "somewhat.",
+        "KL of 4 random unit directions ablated the same way, on the same validation prompts.",
+        f"mean over languages: random directions {mean['val_kl_random_directions']:.4f}, "
+        f"lowest candidate {mean['val_kl_min_candidate']:.4f}, selected "
+        f"{mean['val_kl']:.4f}; filters relaxed in {len(relaxed)} of {len(per_lang)} "
+        f"languages{' (' + ', '.join(relaxed) + ')' if relaxed else ''}",
+    )
 
 
 def _score_figures(out: ResultDir, lang: str, scores, sel, pos_labels: list[str]) -> None:

@@ -14,12 +14,13 @@ by three numbers: **bypass** (mean refusal score of harmful prompts with the dir
 everywhere), **induce** (mean refusal score of harmless prompts with the vector added at its own
 layer, every position) and **KL** (of the harmless next-token distribution under ablation).
 Scoring is batched: several candidates share one forward pass, the prompt batch stacked once per
-candidate, each copy edited with its own direction.
+candidate, each copy edited with its own direction; the tokens every prompt shares (a few-shot
+dialogue, a system turn) run once per candidate and their keys and values are reused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,12 +151,83 @@ def row_edits(
 
 
 def last_logits(model: LoadedModel, batch: dict) -> Float[Tensor, "row vocab"]:
-    """Next-token logits at the last position only (no full-sequence unembedding)."""
-    hidden = model.body(**batch)[0][:, -1]
+    """Next-token logits at the last position of a left-padded batch (no full unembedding)."""
+    return _unembed(model, model.body(**batch, use_cache=False)[0][:, -1])
+
+
+def _unembed(
+    model: LoadedModel,
+    hidden: Float[Tensor, "row d_model"],
+) -> Float[Tensor, "row vocab"]:
     logits = model.unembed(hidden).float()
     if model.softcap:
         logits = torch.tanh(logits / model.softcap) * model.softcap
     return logits
+
+
+_MIN_SHARED_PREFIX = 8
+"""Fewer shared tokens than this are not worth a forward pass of their own."""
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own.
+
+    Counted on token ids, not text: a tokenizer may merge the template's last character with
+    the instruction's first word.
+    """
+    limit = min(len(x) for x in ids) - 1
+    first, count = ids[0], 0
+    while count < limit and all(x[count] == first[count] for x in ids):
+        count += 1
+    return count
+
+
+EditsFor = Callable[[int], dict]
+"""``edits_for(r)``: the edits of a stacked batch whose every copy spans ``r`` rows."""
+
+
+def stacked_last_logits(
+    model: LoadedModel,
+    ids: Sequence[Sequence[int]],
+    copies: int,
+    edits_for: EditsFor,
+    *,
+    reuse_prefix: bool = True,
+) -> Float[Tensor, "row vocab"]:
+    """Last-position logits of ``copies`` stacked copies of the prompts ``ids`` (copy-major).
+
+    With ``reuse_prefix``, the tokens all prompts share (e.g. a few-shot dialogue) run once per
+    copy under that copy's edits, and their keys and values are reused by each prompt's own
+    tokens: the same numbers as running every full prompt (edits here act on each position
+    alone), for a fraction of the work when the shared prefix is long.
+    """
+    n = len(ids)
+    shared = shared_prefix_length(ids) if reuse_prefix else 0
+    pad, device = model.tokenizer.pad_token_id, model.device
+    if shared < _MIN_SHARED_PREFIX:
+        batch = pad_batch([x for _ in range(copies) for x in ids], pad, device)
+        with intervene(model, edits_for(n)):
+            return last_logits(model, batch)
+    prefix = torch.tensor([list(ids[0][:shared])] * copies, device=device)
+    with intervene(model, edits_for(1)):
+        cache = model.body(input_ids=prefix, use_cache=True).cache
+    cache.batch_repeat_interleave(n)
+    # Right-padded own tokens: causal attention keeps pads (after them) out of real positions.
+    own = [x[shared:] for _ in range(copies) for x in ids]
+    lengths = torch.tensor([len(x) for x in own])
+    width = int(lengths.max())
+    input_ids = torch.full((len(own), width), pad, dtype=torch.long)
+    for row, x in enumerate(own):
+        input_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+    positions = (shared + torch.arange(width)).expand(len(own), width)
+    with intervene(model, edits_for(n)):
+        hidden = model.body(
+            input_ids=input_ids.to(device),
+            position_ids=positions.to(device),
+            cache=cache,
+            use_cache=True,
+        )[0]
+    return _unembed(model, hidden[torch.arange(len(own)), (lengths - 1).to(hidden.device)])
 
 
 @torch.inference_mode()
@@ -170,15 +242,16 @@ def scores_under_edits(
     coeff: float = 1.0,
     reference: Float[Tensor, "prompt vocab"] | None = None,
     rows_per_pass: int = 64,
+    reuse_prefix: bool = True,
 ) -> tuple[Float[Tensor, "cand prompt"], Float[Tensor, "cand prompt"] | None]:
     """Refusal score of every prompt under every candidate, and the KL from ``reference``.
 
     ``reference`` holds plain log-probs of the *last* ``len(reference)`` prompts (so harmful and
-    harmless prompts share a pass and only the harmless ones get a KL).
+    harmless prompts share a pass and only the harmless ones get a KL): KL(plain || edited).
 
     Candidate c edits copy c of the prompt batch; as many copies share one forward pass as fit
     in ``rows_per_pass`` rows (at least one candidate per pass). With neither ``ablate`` nor
-    ``add``, one unedited "candidate".
+    ``add``, one unedited "candidate". ``reuse_prefix``: see ``stacked_last_logits``.
     """
     ids = model.tokenize(list(prompts))
     n = len(ids)
@@ -186,19 +259,19 @@ def scores_under_edits(
     per_pass = max(1, rows_per_pass // n)
     scores, kls = [], []
     for start in range(0, k, per_pass):
-        chunk = range(start, min(k, start + per_pass))
-        batch = pad_batch(
-            [x for _ in chunk for x in ids], model.tokenizer.pad_token_id, model.device
-        )
-        edits = row_edits(
-            model,
-            ablate=None if ablate is None else ablate[list(chunk)].repeat_interleave(n, 0),
-            add=None if add is None else add[list(chunk)].repeat_interleave(n, 0),
-            add_layers=None if add is None else [add_layers[c] for c in chunk for _ in range(n)],
-            coeff=coeff,
-        )
-        with intervene(model, edits):
-            logits = last_logits(model, batch)
+        chunk = list(range(start, min(k, start + per_pass)))
+
+        def edits_for(r: int, chunk: list[int] = chunk) -> dict:
+            rows = [c for c in chunk for _ in range(r)]  # copy-major, r rows per candidate
+            return row_edits(
+                model,
+                ablate=None if ablate is None else ablate[rows],
+                add=None if add is None else add[rows],
+                add_layers=None if add is None else [add_layers[c] for c in rows],
+                coeff=coeff,
+            )
+
+        logits = stacked_last_logits(model, ids, len(chunk), edits_for, reuse_prefix=reuse_prefix)
         scores.append(refusal_score(logits, opener_ids).view(len(chunk), n).cpu())
         if reference is not None:
             m = len(reference)
@@ -206,6 +279,16 @@ def scores_under_edits(
             ref = reference.to(logits.device)[None].expand_as(tail)
             kls.append(kl_divergence(ref, tail).cpu())
     return torch.cat(scores), (torch.cat(kls) if kls else None)
+
+
+@torch.inference_mode()
+def plain_logits(
+    model: LoadedModel, prompts: Sequence[str], *, reuse_prefix: bool = True
+) -> Float[Tensor, "prompt vocab"]:
+    """Unedited next-token logits at each prompt's last token, in one stacked pass."""
+    return stacked_last_logits(
+        model, model.tokenize(list(prompts)), 1, lambda _: {}, reuse_prefix=reuse_prefix
+    )
 
 
 @torch.inference_mode()
@@ -251,11 +334,13 @@ def score_candidates(
     *,
     layers: Sequence[int] | None = None,
     rows_per_pass: int = 64,
-    batch_size: int = 16,
+    reuse_prefix: bool = True,
 ) -> CandidateScores:
     """Bypass, induce and KL of every candidate (at ``layers``; default all) on validation prompts.
 
-    Bypass and KL come from one ablated pass over harmful and harmless prompts together.
+    One plain pass gives both baselines and the harmless reference distribution; bypass and KL
+    come from one ablated pass over harmful and harmless prompts together, induce from one
+    added pass over the harmless ones (candidates stacked, see ``scores_under_edits``).
     """
     n_layers, n_pos, _ = candidates.shape
     layers = list(range(n_layers)) if layers is None else list(layers)
@@ -270,30 +355,67 @@ def score_candidates(
     out = CandidateScores(
         np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan), 0, 0
     )
-    reference = plain_logprobs(model, harmless, batch_size=batch_size)
-    both = [*harmful, *harmless]
-    base, _ = scores_under_edits(model, both, opener_ids, rows_per_pass=rows_per_pass)
-    out.baseline_harmful = float(base[0, : len(harmful)].mean())
-    out.baseline_harmless = float(base[0, len(harmful) :].mean())
+    both, nh = [*harmful, *harmless], len(harmful)
+    plain = plain_logits(model, both, reuse_prefix=reuse_prefix)
+    base = refusal_score(plain, opener_ids)
+    out.baseline_harmful = float(base[:nh].mean())
+    out.baseline_harmless = float(base[nh:].mean())
     if not keep:
         return out
     vecs = torch.stack([candidates[layer, p] for layer, p in keep]).float()
-    abl, kl = scores_under_edits(
-        model, both, opener_ids, ablate=vecs, reference=reference, rows_per_pass=rows_per_pass
-    )
+    kw = dict(rows_per_pass=rows_per_pass, reuse_prefix=reuse_prefix)
+    reference = plain[nh:].log_softmax(-1)
+    abl, kl = scores_under_edits(model, both, opener_ids, ablate=vecs, reference=reference, **kw)
     ind, _ = scores_under_edits(
-        model,
-        harmless,
-        opener_ids,
-        add=vecs,
-        add_layers=[layer for layer, _ in keep],
-        rows_per_pass=rows_per_pass,
+        model, harmless, opener_ids, add=vecs, add_layers=[layer for layer, _ in keep], **kw
     )
     for j, (layer, p) in enumerate(keep):
-        out.bypass[layer, p] = float(abl[j, : len(harmful)].mean())
+        out.bypass[layer, p] = float(abl[j, :nh].mean())
         out.kl[layer, p] = float(kl[j].mean())
         out.induce[layer, p] = float(ind[j].mean())
     return out
+
+
+def random_direction_kl(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    opener_ids: Sequence[int],
+    *,
+    n: int = 4,
+    seed: int = 0,
+    rows_per_pass: int = 64,
+) -> Float[Tensor, " n"]:
+    """Mean KL(plain || ablated) over ``prompts`` for ``n`` random unit directions.
+
+    The control of the KL filter: what ablating an arbitrary direction at every layer costs,
+    beside what a candidate's ablation costs.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    directions = torch.randn(n, model.d_model, generator=gen)
+    reference = plain_logits(model, prompts).log_softmax(-1)
+    _, kl = scores_under_edits(
+        model, prompts, opener_ids, ablate=directions, reference=reference,
+        rows_per_pass=rows_per_pass,
+    )  # fmt: skip
+    return kl.mean(1)
+
+
+def top_dimension_share(
+    direction: Float[Tensor, " d_model"],
+    residuals: Float[Tensor, "prompt d_model"],
+    k: int = 3,
+) -> tuple[float, float]:
+    """How much of ``direction`` lies on the residual stream's ``k`` largest dimensions.
+
+    Returns (share of the direction's squared norm on the ``k`` dimensions with the largest
+    mean square in ``residuals``, those dimensions' share of the residuals' mean square). Where
+    a few "massive" dimensions carry the stream (Gemma 3), a candidate that lies on them
+    ablates them, and the KL of its ablation says so rather than anything about refusal.
+    """
+    power = residuals.double().pow(2).mean(0)
+    top = power.topk(k).indices
+    d = direction.double().pow(2)
+    return float(d[top].sum() / d.sum()), float(power[top].sum() / power.sum())
 
 
 # -- selection ----------------------------------------------------------------------------------
@@ -447,9 +569,10 @@ def held_out_effects(
     h_prompts, n_prompts = template.wrap(harmful), template.wrap(harmless)
     nh = len(h_prompts)
     d = direction.float()[None]
-    reference = plain_logprobs(model, n_prompts, batch_size=batch_size)
     both = [*h_prompts, *n_prompts]
-    plain, _ = scores_under_edits(model, both, opener_ids, rows_per_pass=rows_per_pass)
+    plain_all = plain_logits(model, both)
+    reference = plain_all[nh:].log_softmax(-1)
+    plain = refusal_score(plain_all, opener_ids)[None]
     abl, kl = scores_under_edits(
         model, both, opener_ids, ablate=d, reference=reference, rows_per_pass=rows_per_pass
     )

@@ -20,6 +20,8 @@ from interp.directions import (
     score_candidates,
     scores_under_edits,
     select_direction,
+    shared_prefix_length,
+    top_dimension_share,
 )
 from interp.metrics import auroc
 from interp.refusal import (
@@ -193,6 +195,53 @@ def test_batched_scores_equal_one_candidate_per_pass(planted):
         assert float((x @ u).abs().max() / x.norm(dim=-1).max()) <= 1e-5
 
 
+def test_top_dimension_share_on_a_constructed_stream():
+    resid = torch.zeros(4, 6)
+    resid[:, 2], resid[:, 5], resid[:, 0] = 100.0, 50.0, 1.0  # massive dims 2 and 5
+    direction = torch.tensor([0.0, 1.0, 3.0, 0.0, 0.0, 0.0])
+    on_top, power = top_dimension_share(direction, resid, k=2)
+    assert on_top == pytest.approx(9 / 10) and power == pytest.approx(12500 / 12501)
+
+
+def test_shared_prefix_length_counts_tokens_and_leaves_one_of_each():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # each keeps a token
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "llama", "gpt2"])
+def test_prefix_reuse_gives_the_full_prompt_scores(arch):
+    """Keys and values of the shared dialogue, reused, give the numbers of full prompts."""
+    model = tiny_model(arch, seed=1)
+    dialogue = RefusalTemplate(
+        "en",
+        "User: The capital of France is Paris.\nAssistant: Paris.\n\nUser: ",
+        "\nAssistant:",
+        " ",
+        ("France",),
+        ("france",),
+    )
+    prompts = dialogue.wrap(HARMFUL[:3] + HARMLESS[:3])
+    assert shared_prefix_length(model.tokenize(prompts)) >= 8
+    ids = opener_token_ids(model, dialogue)
+    cands = torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(5))
+    ref = plain_logprobs(model, prompts[3:])
+    for kw in (
+        dict(ablate=cands, reference=ref),
+        dict(add=cands, add_layers=[1, 2, 3], coeff=4.0),
+        {},
+    ):
+        full, kl_full = scores_under_edits(model, prompts, ids, reuse_prefix=False, **kw)
+        for rows in (64, 6, 1):
+            reused, kl = scores_under_edits(model, prompts, ids, rows_per_pass=rows, **kw)
+            assert torch.allclose(reused, full, atol=1e-4), (arch, kw.keys(), rows)
+            if kl_full is not None:
+                assert torch.allclose(kl, kl_full, atol=1e-5)
+    plain = scores_under_edits(model, prompts, ids)[0]
+    edited = scores_under_edits(model, prompts, ids, ablate=cands)[0]
+    assert (plain - edited).abs().max() > 1e-3  # the edits act on the reused prefix
+
+
 def test_planted_direction_is_found_and_ablation_drops_the_score(planted):
     model, u = planted
     ids = opener_token_ids(model, TEMPLATE)
@@ -293,6 +342,9 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     en = metrics["per_language"]["en"]
     assert 0 <= en["auroc_before"] <= 1 and en["sizes"]["harmful_test"] == 3
     assert metrics["orthogonalization"] == "checked"
+    assert en["val_kl_random_directions"] >= 0 and en["val_kl_min_candidate"] <= en["val_kl"]
+    assert "random directions" in metrics["controls"][0]["result"]
+    assert 0 <= en["direction_share_on_top3_residual_dims"] <= 1
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4
     assert -1 <= metrics["cosine_min_at_layer"] <= metrics["cosine_max_at_layer"] <= 1
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
@@ -309,7 +361,9 @@ def test_bench_refusal_report(tmp_path):
         str(save_tiny("llama", tmp_path / "m")), n_train=4, n_val=2, rows_per_pass=64
     )
     assert set(result["median_s"]) == {"batched", "one_per_pass"}
-    assert result["same_selection"] and result["n_candidates"] % 4 == 0  # 4 layers x positions
+    assert result["same_selection"] and result["max_score_gap"] <= 1e-3
+    # 4 layers x positions, but layer 0 (the same template tokens) has no direction.
+    assert result["n_candidates"] == 3 * result["n_post_instruction_positions"]
 
 
 def test_shipped_configs_resolve():
@@ -322,5 +376,10 @@ def test_shipped_configs_resolve():
         RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-smollm2.yaml", {}
     )
     assert smol.model == "smollm2-135m-instruct" and smol.template == "chat"
+    quick = load_config(
+        RefusalConfig, "refusal-direction", CONFIG_DIR / "report" / "refusal-direction.yaml", {}
+    )
+    assert quick.model == "gemma-3-270m" and quick.langs == ["en", "de"]
+    assert quick.n_train < default.n_train and quick.layer_stride > 1
     with pytest.raises(PolylensError, match="template"):
         load_config(RefusalConfig, "refusal-direction", None, {"template": "magic"})
