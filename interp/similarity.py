@@ -101,7 +101,10 @@ def _layer_chunks(n_layers: int, per_layer_bytes: int, budget: int) -> list[slic
 
 def _unit_by_layer(x: Features) -> Float[Tensor, "layer lang item d_model"]:
     """Unit vectors, layer-major and contiguous, so that a layer's sentences are one matrix."""
-    return _unit(_as_float(x)).transpose(0, 1).contiguous()
+    x = _as_float(x).transpose(0, 1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    # Written straight into the layer-major layout: one pass over the features, not two.
+    return torch.div(x, x.norm(dim=-1, keepdim=True).clamp_min(1e-12), out=out)
 
 
 def cosine_gap(x: Features) -> PairValues:
@@ -160,22 +163,24 @@ def _p1(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """
     n = sims.shape[2]
     r = _running_top(sims, k)
-    r_cand = r.transpose(1, 2)
+    # Halving is exact in binary floating point: r/2 + r_cand/2 == (r + r_cand)/2, one op less.
+    half = r / 2
+    half_cand = half.transpose(1, 2)
     aligned_cos = sims.diagonal(dim1=2, dim2=4)
-    aligned_margin = aligned_cos / ((r + r_cand) / 2).clamp_min(1e-6)
+    aligned_margin = aligned_cos / (half + half_cand).clamp_min(1e-6)
     below = torch.tensor(-torch.inf, dtype=sims.dtype, device=sims.device)
-    out = []
-    for aligned, margin in ((aligned_cos, False), (aligned_margin, True)):
-        threshold = torch.nextafter(aligned, below)
-        lead = torch.full_like(r, -torch.inf)
-        for j in range(n):
-            threshold[..., j] = aligned[..., j]
-            score = sims[:, :, j]
-            if margin:
-                score = score / ((r + r_cand[..., j, None]) / 2).clamp_min(1e-6)
-            torch.maximum(lead, score - threshold, out=lead)
-        out.append((lead <= 0).float().mean(-1).transpose(1, 2))
-    return out[0], out[1]
+    threshold_cos = torch.nextafter(aligned_cos, below)
+    threshold_margin = torch.nextafter(aligned_margin, below)
+    lead_cos = torch.full_like(r, -torch.inf)
+    lead_margin = torch.full_like(r, -torch.inf)
+    for j in range(n):
+        threshold_cos[..., j] = aligned_cos[..., j]
+        threshold_margin[..., j] = aligned_margin[..., j]
+        score = sims[:, :, j]
+        torch.maximum(lead_cos, score - threshold_cos, out=lead_cos)
+        margin = score / (half + half_cand[..., j, None]).clamp_min(1e-6)
+        torch.maximum(lead_margin, margin - threshold_margin, out=lead_margin)
+    return tuple((lead <= 0).float().mean(-1).transpose(1, 2) for lead in (lead_cos, lead_margin))
 
 
 def retrieval(
