@@ -91,3 +91,15 @@ def test_language_neurons(tiny_dir, tmp_path):
     assert (path / "figures" / "ablation_matrix.png").exists()
     with pytest.raises(PolylensError, match="top_rate = 1.5 is not valid"):
         run_experiment("language-neurons", None, dict(overrides, top_rate=1.5))
+
+
+@pytest.mark.parametrize("name", ["mid-layer-alignment", "embedding-geometry", "language-neurons"])
+def test_shipped_configs_resolve(name):
+    from experiments import get_experiment
+    from experiments.base import CONFIG_DIR, load_config
+
+    cls = get_experiment(name).config_class
+    default = load_config(cls, name, None, {})
+    quick = load_config(cls, name, CONFIG_DIR / "report" / f"{name}.yaml", {})
+    assert quick.model == default.model == "gemma-3-270m"
+    assert len(quick.langs) < len(default.langs)
