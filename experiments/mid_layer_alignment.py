@@ -47,7 +47,7 @@ class AlignmentConfig(ExperimentConfig):
     """Directory of the user's line-aligned ``<lang>.txt`` files (default: bundled parallel)."""
     n_sentences: int | None = None
     """Use the first n sentences (default: all)."""
-    poolings: list[Literal["mean", "last"]] = field(default_factory=lambda: ["mean", "last"])
+    poolings: list[Literal["mean", "last"]] = field(default_factory=lambda: ["mean"])
     """Sentence poolings: mean over tokens (leading BOS left out) and/or the last token."""
     k: int = 4
     """Nearest neighbours in the ratio margin's denominator."""

@@ -16,6 +16,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_mid_layer_alignment(tiny_dir, tmp_path):
     overrides = dict(model=tiny_dir, langs="en,fr,ru,zh", n_sentences=6, k=2, out=str(tmp_path))
+    overrides["poolings"] = ["mean", "last"]
     path = run_experiment("mid-layer-alignment", None, overrides)
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["n_sentences"] == 6 and metrics["n_layers"] == 4
