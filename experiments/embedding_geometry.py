@@ -123,9 +123,10 @@ def run(config: EmbeddingConfig) -> Path:
     out.table("neighbour_diversity", div_rows)
 
     words = emb.single_token_words(model.tokenizer, load("words", config.langs))
-    langs, rate, n = emb.translation_neighbours(
-        embed, words, k=config.neighbours, chunk=config.chunk
-    )
+    near = emb.word_neighbours(embed, words, k=config.neighbours, chunk=config.chunk)
+    langs, rate, n = emb.translation_neighbours(embed, words, k=config.neighbours, neighbours=near)
+    word_scripts = emb.neighbour_scripts_by_language(words, near, scripts)
+    eligible = {a: sum(a in forms for forms in words.values()) for a in langs}
     out.table(
         "translation_neighbours",
         [
@@ -159,6 +160,20 @@ def run(config: EmbeddingConfig) -> Path:
         a: float(rate[i][n[i] > 0].mean()) if (n[i] > 0).any() else None
         for i, a in enumerate(langs)
     }
+    # Per language: how many words could be tested, and which scripts their neighbours are in
+    # (a rate of 0 with many eligible words means the neighbours lie outside the studied
+    # languages, e.g. Hindi words among Bengali tokens).
+    out.table(
+        "translation_by_language",
+        [
+            {"lang": a, "single_token_words": eligible[a], "hit_rate": per_lang[a]}
+            | {
+                f"neighbour_script_{r + 1}": f"{s} {share:.2f}"
+                for r, (s, share) in enumerate(list(word_scripts.get(a, {}).items())[:3])
+            }
+            for a in langs
+        ],
+    )
     metrics = {
         "model": config.model,
         "vocab_size": len(scripts),
@@ -166,8 +181,9 @@ def run(config: EmbeddingConfig) -> Path:
         "tokens_per_script": counts,
         **results,
         "translation_hit_rate_per_language": per_lang,
-        "single_token_words_per_language": {
-            a: sum(a in forms for forms in words.values()) for a in langs
+        "single_token_words_per_language": eligible,
+        "word_neighbour_scripts_top3": {
+            a: dict(list(shares.items())[:3]) for a, shares in word_scripts.items()
         },
     }
     out.metrics(metrics)

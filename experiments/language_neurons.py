@@ -34,7 +34,7 @@ class NeuronConfig(ExperimentConfig):
 
     n_train_sentences: int | None = None
     """Training-split sentences per language for the activation probabilities (default: all)."""
-    n_eval_sentences: int = 20
+    n_eval_sentences: int = 8
     """Held-out (test-split) sentences per language scored in the causal check."""
     top_rate: float = 0.01
     """Share of all neurons selected, lowest LAPE first (the paper: 1%)."""

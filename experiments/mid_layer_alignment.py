@@ -47,17 +47,22 @@ class AlignmentConfig(ExperimentConfig):
     """Directory of the user's line-aligned ``<lang>.txt`` files (default: bundled parallel)."""
     n_sentences: int | None = None
     """Use the first n sentences (default: all)."""
-    poolings: list[Literal["mean", "last"]] = field(default_factory=lambda: ["mean", "last"])
+    poolings: list[Literal["mean", "last"]] = field(default_factory=lambda: ["mean"])
     """Sentence poolings: mean over tokens (leading BOS left out) and/or the last token."""
     k: int = 4
     """Nearest neighbours in the ratio margin's denominator."""
     variance: float = 0.99
     """Share of the variance SVCCA's SVD step keeps."""
+    svcca_max_components: int | None = 20
+    """At most this many SVD directions per language in SVCCA (null: no cap). Keep it well below
+    n_sentences: CCA of k directions out of n sentences nears 1 for unrelated data as k nears n
+    (152 sentences, 640-d residuals: the 99% rule alone keeps ~all 152 and saturates at 1)."""
 
     _ranges: ClassVar[dict[str, Range]] = {
         "n_sentences": at_least(2),
         "k": at_least(1),
         "variance": Range(0, 1, lo_open=True),
+        "svcca_max_components": at_least(1),
     }
 
     def __post_init__(self) -> None:
@@ -114,7 +119,12 @@ def run(config: AlignmentConfig) -> Path:
         ).to(model.device)
         for centring in ("raw", "centred"):
             feats = sim.center(raw) if centring == "centred" else raw
-            values = sim.pair_metrics(feats, k=config.k, variance=config.variance)
+            values = sim.pair_metrics(
+                feats,
+                k=config.k,
+                variance=config.variance,
+                max_components=config.svcca_max_components,
+            )
             values = {m: v.cpu() for m, v in values.items()}
             variant = f"{pooling}/{centring}"
             summary: dict = {}

@@ -19,9 +19,22 @@ are chunked only to bound memory); entry ``[l, a, b]`` reads "queries in ``a``, 
 - ``svcca``: SVCCA (Raghu et al. 2017): each side reduced by SVD to the components keeping
   ``variance`` of its variance, then the mean canonical correlation between the two.
 
+Cost: the cosines of all sentence pairs of all languages are one ``(lang * item)`` square Gram
+matrix per layer, computed once and read by every ordered pair; CKA and SVCCA share one centred
+item x item Gram matrix per language and layer, and SVCCA's SVD step is one eigendecomposition of
+it per language and layer, reused by every pair the language is in.
+
 CKA and SVCCA centre their inputs, so per-language mean-centring changes only the cosine and
-retrieval metrics. SVCCA with fewer sentences than kept components is optimistic (CCA fits any
-two subspaces that fill the sample space); compare it across layers and pairs, not as an absolute.
+retrieval metrics.
+
+SVCCA keeps at most ``max_components`` directions (default 20). CCA finds the best-correlated
+directions between two subspaces of the n-dimensional sample space; with ``k`` directions kept on
+each side out of ``n`` sentences, two unrelated subspaces already reach canonical correlations near
+1 once ``k`` approaches ``n``, and at ``k >= n`` (152 sentences, a 640-d residual whose 99% of
+variance needs nearly all 152 directions) every correlation is exactly 1 whatever the data.
+Raghu et al. (2017) apply the 99% rule with many more datapoints than neurons, and their tutorial
+(google/svcca, "How many datapoints?") keeps the top 20 directions in its worked example; the cap
+keeps ``k`` well below ``n`` so that SVCCA separates related from unrelated representations.
 """
 
 from __future__ import annotations
@@ -43,7 +56,9 @@ __all__ = [
     "METRICS",
     "PairGroups",
     "center",
+    "centred_gram",
     "cka",
+    "cka_from_gram",
     "cosine_gap",
     "group_curves",
     "pair_groups",
@@ -53,6 +68,7 @@ __all__ = [
     "relatedness_correlation",
     "retrieval",
     "svcca",
+    "svcca_from_gram",
 ]
 
 METRICS = ("cos_gap", "p1_cos", "p1_margin", "cka", "svcca")
@@ -83,20 +99,88 @@ def _layer_chunks(n_layers: int, per_layer_bytes: int, budget: int) -> list[slic
     return [slice(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]
 
 
+def _unit_by_layer(x: Features) -> Float[Tensor, "layer lang item d_model"]:
+    """Unit vectors, layer-major and contiguous, so that a layer's sentences are one matrix."""
+    x = _as_float(x).transpose(0, 1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    # Written straight into the layer-major layout: one pass over the features, not two.
+    return torch.div(x, x.norm(dim=-1, keepdim=True).clamp_min(1e-12), out=out)
+
+
 def cosine_gap(x: Features) -> PairValues:
     """Mean cosine of aligned pairs minus mean cosine of non-aligned pairs, per layer and pair.
 
     The non-aligned mean is over all ``n (n - 1)`` pairs ``(i, j != i)``: the expectation of a
     random pairing, exactly, from the sums of the unit vectors (no item x item matrix).
     """
-    u = _unit(_as_float(x))
+    return _cosine_gap(_unit_by_layer(x))
+
+
+def _cosine_gap(u: Float[Tensor, "layer lang item d_model"]) -> PairValues:
     n = u.shape[-2]
     if n < 2:
         raise PolylensError("cosine_gap needs at least 2 parallel sentences")
-    aligned = torch.einsum("alid,blid->lab", u, u)
+    flat = u.flatten(2)
+    aligned = flat @ flat.transpose(-1, -2)
     s = u.sum(-2)
-    total = torch.einsum("ald,bld->lab", s, s)
+    total = s @ s.transpose(-1, -2)
     return aligned / n - (total - aligned) / (n * (n - 1))
+
+
+def _running_top(sims: Tensor, k: int) -> Tensor:
+    """Mean of each query's ``k`` largest cosines over the candidates of each language.
+
+    ``sims[l, b, j, a, i]`` is the cosine of query ``i`` of language ``a`` and candidate ``j`` of
+    language ``b``. The candidate axis is streamed: slice ``j`` is ``[l, b, a, i]`` with
+    contiguous rows, and a sorted running top-k is kept by ``k`` max/min steps per slice, which
+    on CPU is several times faster than ``topk`` over the whole matrix.
+
+    Returns:
+        ``[l, b, a, i]``: the mean cosine of query ``(a, i)`` to its ``k`` nearest candidates in
+        ``b``.
+    """
+    first = sims[:, :, 0]
+    top = [first.clone()] + [torch.full_like(first, -torch.inf) for _ in range(k - 1)]
+    for j in range(1, sims.shape[2]):
+        c = sims[:, :, j]
+        for t in range(k):
+            lower = torch.minimum(top[t], c)
+            torch.maximum(top[t], c, out=top[t])
+            c = lower
+    return torch.stack(top).mean(0)
+
+
+def _p1(sims: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """P@1 by cosine and by ratio margin from the cosines ``[l, b, j, a, i]``, as ``[l, a, b]``.
+
+    Query ``(a, i)`` is retrieved correctly when no candidate outranks its translation
+    ``(b, i)``; a tie goes to the earlier index, as ``argmax`` does, so candidate ``j < i`` wins a
+    tie: for ``i > j`` it is compared against the next float below the translation's score.
+    Each query keeps the largest lead of any candidate over that threshold (``maximum`` and
+    ``-``, where a running argmax's ``where`` / ``masked_fill_`` cost ten times more on CPU).
+    The margin's candidate neighbourhood: candidate ``(b, j)``'s ``k`` nearest queries of ``a``
+    are, by symmetry of the cosine, query ``(b, j)``'s ``k`` nearest candidates in ``a``.
+    """
+    n = sims.shape[2]
+    r = _running_top(sims, k)
+    # Halving is exact in binary floating point: r/2 + r_cand/2 == (r + r_cand)/2, one op less.
+    half = r / 2
+    half_cand = half.transpose(1, 2)
+    aligned_cos = sims.diagonal(dim1=2, dim2=4)
+    aligned_margin = aligned_cos / (half + half_cand).clamp_min(1e-6)
+    below = torch.tensor(-torch.inf, dtype=sims.dtype, device=sims.device)
+    threshold_cos = torch.nextafter(aligned_cos, below)
+    threshold_margin = torch.nextafter(aligned_margin, below)
+    lead_cos = torch.full_like(r, -torch.inf)
+    lead_margin = torch.full_like(r, -torch.inf)
+    for j in range(n):
+        threshold_cos[..., j] = aligned_cos[..., j]
+        threshold_margin[..., j] = aligned_margin[..., j]
+        score = sims[:, :, j]
+        torch.maximum(lead_cos, score - threshold_cos, out=lead_cos)
+        margin = score / (half + half_cand[..., j, None]).clamp_min(1e-6)
+        torch.maximum(lead_margin, margin - threshold_margin, out=lead_margin)
+    return tuple((lead <= 0).float().mean(-1).transpose(1, 2) for lead in (lead_cos, lead_margin))
 
 
 def retrieval(
@@ -107,29 +191,64 @@ def retrieval(
     Args:
         x: parallel features.
         k: neighbours in the margin's denominator (clipped to the number of sentences).
-        budget: bytes the item x item matrices of one chunk of layers may take.
+        budget: bytes the cosine matrices of one chunk of layers may take.
 
     Returns:
         ``(p1_cos, p1_margin)``, each ``[layer, lang, lang]``: entry ``[l, a, b]`` is the share of
         sentences of ``a`` whose nearest sentence in ``b`` is their translation.
     """
-    u = _unit(_as_float(x))
-    n_lang, n_layer, n, _ = u.shape
+    return _retrieval(_unit_by_layer(x), k=k, budget=budget)
+
+
+_STREAM_BUDGET = 2**25
+"""Bytes of cosines streamed at once (32 MiB): a few layers, so that the running top-k passes
+read the cosine matrix while it is still in cache."""
+
+
+def _retrieval(
+    u: Float[Tensor, "layer lang item d_model"], *, k: int, budget: int
+) -> tuple[PairValues, PairValues]:
+    n_layer, n_lang, n, _ = u.shape
     k = max(1, min(k, n))
-    target = torch.arange(n, device=u.device)
     p_cos = u.new_empty(n_layer, n_lang, n_lang)
     p_margin = u.new_empty(n_layer, n_lang, n_lang)
-    per_layer = 3 * n_lang * n_lang * n * n * u.element_size()
-    for chunk in _layer_chunks(n_layer, per_layer, budget):
-        sims = torch.einsum("alid,bljd->labij", u[:, chunk], u[:, chunk])
-        p_cos[chunk] = (sims.argmax(-1) == target).float().mean(-1)
-        # Mean cosine of each query to its k nearest candidates, and of each candidate to its
-        # k nearest queries; clamped so that a pathological all-negative neighbourhood stays finite.
-        r_query = sims.topk(k, dim=-1).values.mean(-1, keepdim=True)
-        r_cand = sims.topk(k, dim=-2).values.mean(-2, keepdim=True)
-        margin = sims / ((r_query + r_cand) / 2).clamp_min(1e-6)
-        p_margin[chunk] = (margin.argmax(-1) == target).float().mean(-1)
+    per_layer = (n_lang * n) ** 2 * u.element_size()
+    for chunk in _layer_chunks(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
+        flat = u[chunk].flatten(1, 2)
+        # One Gram matrix of every sentence of every language per layer; it is symmetric, so
+        # viewed as [l, b, j, a, i] it also reads "query (a, i), candidate (b, j)".
+        sims = (flat @ flat.transpose(-1, -2)).view(-1, n_lang, n, n_lang, n)
+        p_cos[chunk], p_margin[chunk] = _p1(sims, k)
     return p_cos, p_margin
+
+
+def centred_gram(
+    x: Features, *, budget: int = _DEFAULT_BUDGET
+) -> Float[Tensor, "lang layer item item"]:
+    """Item x item Gram matrices of the per-language centred features, in float64.
+
+    The one quantity CKA and SVCCA both read: float64 because SVCCA's eigendecomposition of it
+    squares the condition number of the features (residual streams have a few directions orders
+    of magnitude larger than the rest).
+    """
+    n_lang, n_layer, n, d = x.shape
+    out = torch.empty(n_lang, n_layer, n, n, dtype=torch.float64, device=x.device)
+    per_layer = n_lang * n * d * 8
+    for chunk in _layer_chunks(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
+        xd = x[:, chunk].double()
+        gram = xd @ xd.transpose(-1, -2)
+        # Centring the features is double-centring their Gram matrix: K - row means - column
+        # means + grand mean (in float64 the cancellation costs nothing measurable).
+        row = gram.mean(-1, keepdim=True)
+        out[:, chunk] = gram - row - row.transpose(-1, -2) + row.mean(-2, keepdim=True)
+    return out
+
+
+def cka_from_gram(gram: Float[Tensor, "lang layer item item"]) -> PairValues:
+    """Linear CKA of every two languages from their centred Gram matrices."""
+    flat = gram.flatten(-2)
+    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    return torch.einsum("alq,blq->lab", flat, flat)
 
 
 def cka(x: Features) -> PairValues:
@@ -139,14 +258,56 @@ def cka(x: Features) -> PairValues:
     item x item Gram matrices of the column-centred features: invariant to rotations and
     isotropic scaling of either side.
     """
-    xc = center(_as_float(x))
-    gram = xc @ xc.transpose(-1, -2)
-    flat = gram.flatten(-2)
-    flat = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return torch.einsum("alq,blq->lab", flat, flat)
+    return cka_from_gram(centred_gram(x)).to(_as_float(x).dtype)
 
 
-def svcca(x: Features, *, variance: float = 0.99, budget: int = _DEFAULT_BUDGET) -> PairValues:
+def svcca_from_gram(
+    gram: Float[Tensor, "lang layer item item"],
+    *,
+    variance: float = 0.99,
+    max_components: int | None = 20,
+    budget: int = _DEFAULT_BUDGET,
+) -> PairValues:
+    """SVCCA of every two languages from their centred Gram matrices (see ``svcca``)."""
+    if not 0 < variance <= 1:
+        raise PolylensError(f"variance {variance} must be in (0, 1]")
+    if max_components is not None and max_components < 1:
+        raise PolylensError(f"max_components {max_components} must be at least 1")
+    # The Gram matrix's eigenvectors are the centred features' left singular vectors and its
+    # eigenvalues their squared singular values: one eigendecomposition per language and layer.
+    lam, vec = torch.linalg.eigh(gram)
+    lam, vec = lam.flip(-1).clamp_min(0), vec.flip(-1)
+    share = lam.cumsum(-1) / lam.sum(-1, keepdim=True).clamp_min(1e-300)
+    # Components up to and including the first whose cumulative share reaches the target.
+    kept = (share < variance - 1e-7).sum(-1) + 1
+    # Drop null directions (singular value below 1e-6 of the largest).
+    kept = torch.minimum(kept, (lam > lam[..., :1] * 1e-12).sum(-1).clamp_min(1))
+    if max_components is not None:
+        kept = kept.clamp_max(max_components)
+    width = int(kept.max())
+    mask = torch.arange(width, device=vec.device) < kept[..., None]
+    q = vec[..., :width] * mask[..., None, :]
+    n_lang, n_layer = gram.shape[:2]
+    out = q.new_empty(n_layer, n_lang, n_lang)
+    min_k = torch.minimum(kept[:, None], kept[None, :]).permute(2, 0, 1).to(q.dtype)
+    per_layer = 2 * n_lang * n_lang * width * width * q.element_size()
+    for chunk in _layer_chunks(n_layer, per_layer, budget):
+        cross = torch.einsum("alik,blim->labkm", q[:, chunk], q[:, chunk])
+        # Singular values as square roots of the eigenvalues of cross^T cross: LAPACK's SVD
+        # converges slowly on these zero-padded products, the symmetric solver does not.
+        sv = torch.linalg.eigvalsh(cross.transpose(-1, -2) @ cross).clamp(0, 1).sqrt()
+        mk = min_k[chunk]
+        out[chunk] = sv.sum(-1).clamp_max(mk) / mk.clamp_min(1)
+    return out
+
+
+def svcca(
+    x: Features,
+    *,
+    variance: float = 0.99,
+    max_components: int | None = 20,
+    budget: int = _DEFAULT_BUDGET,
+) -> PairValues:
     """SVCCA: SVD to the components keeping ``variance`` of the variance, then mean CCA.
 
     The canonical correlations of two data matrices are the singular values of ``Qa^T Qb``,
@@ -155,46 +316,50 @@ def svcca(x: Features, *, variance: float = 0.99, budget: int = _DEFAULT_BUDGET)
     columns adds only zero singular values, so every pair and layer is one batched symmetric
     eigensolve (in float64: square roots of small eigenvalues amplify rounding).
 
+    Args:
+        x: parallel features.
+        variance: share of each side's variance the SVD step keeps.
+        max_components: at most this many directions per side (``None``: no cap). Keep it well
+            below the number of sentences: CCA of ``k`` directions out of ``n`` sentences tends
+            to 1 for unrelated data as ``k`` approaches ``n`` (module docstring).
+        budget: bytes one chunk of layers' intermediate matrices may take.
+
     Returns:
         ``[layer, lang, lang]``: the mean of the ``min(ka, kb)`` canonical correlations.
     """
-    if not 0 < variance <= 1:
-        raise PolylensError(f"variance {variance} must be in (0, 1]")
-    xc = center(_as_float(x))
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)
-    share = s.square().cumsum(-1) / s.square().sum(-1, keepdim=True).clamp_min(1e-30)
-    # Components up to and including the first whose cumulative share reaches the target.
-    kept = (share < variance - 1e-7).sum(-1) + 1
-    kept = torch.minimum(kept, (s > s[..., :1] * 1e-6).sum(-1).clamp_min(1))  # drop null directions
-    width = int(kept.max())
-    mask = torch.arange(width, device=u.device) < kept[..., None]
-    q = u[..., :width] * mask[..., None, :]
-    n_lang, n_layer = x.shape[:2]
-    out = q.new_empty(n_layer, n_lang, n_lang)
-    min_k = torch.minimum(kept[:, None], kept[None, :]).permute(2, 0, 1).to(q.dtype)
-    per_layer = 2 * n_lang * n_lang * width * width * q.element_size()
-    for chunk in _layer_chunks(n_layer, per_layer, budget):
-        cross = torch.einsum("alik,blim->labkm", q[:, chunk], q[:, chunk])
-        # Singular values as square roots of the eigenvalues of cross^T cross: LAPACK's SVD
-        # converges slowly on these zero-padded products, the symmetric solver does not.
-        cross = cross.double()
-        sv = torch.linalg.eigvalsh(cross.transpose(-1, -2) @ cross).clamp(0, 1).sqrt()
-        mk = min_k[chunk].double()
-        out[chunk] = (sv.sum(-1).clamp_max(mk) / mk.clamp_min(1)).to(out.dtype)
-    return out
+    values = svcca_from_gram(
+        centred_gram(x, budget=budget),
+        variance=variance,
+        max_components=max_components,
+        budget=budget,
+    )
+    return values.to(_as_float(x).dtype)
 
 
 def pair_metrics(
-    x: Features, *, k: int = 4, variance: float = 0.99, budget: int = _DEFAULT_BUDGET
+    x: Features,
+    *,
+    k: int = 4,
+    variance: float = 0.99,
+    max_components: int | None = 20,
+    budget: int = _DEFAULT_BUDGET,
 ) -> dict[str, PairValues]:
-    """Every metric of ``METRICS`` for all layers and ordered language pairs of ``x``."""
-    p_cos, p_margin = retrieval(x, k=k, budget=budget)
+    """Every metric of ``METRICS`` for all layers and ordered language pairs of ``x``.
+
+    CKA and SVCCA read one centred Gram matrix per language and layer, computed once.
+    """
+    u = _unit_by_layer(x)
+    p_cos, p_margin = _retrieval(u, k=k, budget=budget)
+    gram = centred_gram(x, budget=budget)
+    dtype = p_cos.dtype
     return {
-        "cos_gap": cosine_gap(x),
+        "cos_gap": _cosine_gap(u),
         "p1_cos": p_cos,
         "p1_margin": p_margin,
-        "cka": cka(x),
-        "svcca": svcca(x, variance=variance, budget=budget),
+        "cka": cka_from_gram(gram).to(dtype),
+        "svcca": svcca_from_gram(
+            gram, variance=variance, max_components=max_components, budget=budget
+        ).to(dtype),
     }
 
 

@@ -42,18 +42,24 @@ def cka(a: np.ndarray, b: np.ndarray) -> float:
     return float(num / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b)))
 
 
-def _svd_reduce(x: np.ndarray, variance: float) -> np.ndarray:
+def _svd_reduce(x: np.ndarray, variance: float, max_components: int | None) -> np.ndarray:
     x = x - x.mean(0)
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     share = np.cumsum(s**2) / np.sum(s**2)
     keep = int(np.sum(share < variance - 1e-7)) + 1
     keep = min(keep, max(1, int(np.sum(s > s[0] * 1e-6))))
+    if max_components is not None:
+        keep = min(keep, max_components)
     return u[:, :keep] * s[:keep]
 
 
-def svcca(a: np.ndarray, b: np.ndarray, variance: float) -> float:
-    """SVD to ``variance``, then CCA by whitening: mean singular value of the whitened Cab."""
-    ra, rb = _svd_reduce(a, variance), _svd_reduce(b, variance)
+def svcca(a: np.ndarray, b: np.ndarray, variance: float, max_components: int | None = 20) -> float:
+    """SVD to ``variance`` (at most ``max_components``), then CCA by whitening.
+
+    Returns the mean singular value of the whitened cross-covariance.
+    """
+    ra = _svd_reduce(a, variance, max_components)
+    rb = _svd_reduce(b, variance, max_components)
 
     def inv_sqrt(c: np.ndarray) -> np.ndarray:
         w, v = np.linalg.eigh(c)
@@ -65,7 +71,9 @@ def svcca(a: np.ndarray, b: np.ndarray, variance: float) -> float:
     return float(np.clip(rho, 0, 1)[: min(ra.shape[1], rb.shape[1])].mean())
 
 
-def pair_metrics(x: np.ndarray, *, k: int = 4, variance: float = 0.99) -> dict[str, np.ndarray]:
+def pair_metrics(
+    x: np.ndarray, *, k: int = 4, variance: float = 0.99, max_components: int | None = 20
+) -> dict[str, np.ndarray]:
     """Every metric for ``x [lang, layer, item, d]``, looping over layers and ordered pairs."""
     n_lang, n_layer = x.shape[:2]
     x = x.astype(np.float64)
@@ -79,12 +87,12 @@ def pair_metrics(x: np.ndarray, *, k: int = 4, variance: float = 0.99) -> dict[s
                 out["p1_cos"][layer, a, b] = p_cos
                 out["p1_margin"][layer, a, b] = p_margin
                 out["cka"][layer, a, b] = cka(xa, xb)
-                out["svcca"][layer, a, b] = svcca(xa, xb, variance)
+                out["svcca"][layer, a, b] = svcca(xa, xb, variance, max_components)
     return out
 
 
 def unordered_pair_metrics(
-    x: np.ndarray, *, k: int = 4, variance: float = 0.99
+    x: np.ndarray, *, k: int = 4, variance: float = 0.99, max_components: int | None = 20
 ) -> dict[str, np.ndarray]:
     """The same, as a reference loop would: each unordered pair once, retrieval both ways.
 
@@ -100,7 +108,7 @@ def unordered_pair_metrics(
                 for name, value in (
                     ("cos_gap", cosine_gap(xa, xb)),
                     ("cka", cka(xa, xb)),
-                    ("svcca", svcca(xa, xb, variance)),
+                    ("svcca", svcca(xa, xb, variance, max_components)),
                 ):
                     out[name][layer, a, b] = out[name][layer, b, a] = value
                 for (qa, qb), (i, j) in (((xa, xb), (a, b)), ((xb, xa), (b, a))):

@@ -16,6 +16,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_mid_layer_alignment(tiny_dir, tmp_path):
     overrides = dict(model=tiny_dir, langs="en,fr,ru,zh", n_sentences=6, k=2, out=str(tmp_path))
+    overrides["poolings"] = ["mean", "last"]
     path = run_experiment("mid-layer-alignment", None, overrides)
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["n_sentences"] == 6 and metrics["n_layers"] == 4
@@ -91,3 +92,15 @@ def test_language_neurons(tiny_dir, tmp_path):
     assert (path / "figures" / "ablation_matrix.png").exists()
     with pytest.raises(PolylensError, match="top_rate = 1.5 is not valid"):
         run_experiment("language-neurons", None, dict(overrides, top_rate=1.5))
+
+
+@pytest.mark.parametrize("name", ["mid-layer-alignment", "embedding-geometry", "language-neurons"])
+def test_shipped_configs_resolve(name):
+    from experiments import get_experiment
+    from experiments.base import CONFIG_DIR, load_config
+
+    cls = get_experiment(name).config_class
+    default = load_config(cls, name, None, {})
+    quick = load_config(cls, name, CONFIG_DIR / "report" / f"{name}.yaml", {})
+    assert quick.model == default.model == "gemma-3-270m"
+    assert len(quick.langs) < len(default.langs)

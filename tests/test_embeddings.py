@@ -1,5 +1,6 @@
 """Unit tier: token scripts, chunked nearest neighbours, separability and neighbour diversity."""
 
+import pytest
 import torch
 
 from interp import embeddings as emb
@@ -70,3 +71,27 @@ def test_translation_neighbours():
     assert langs == ["en", "fr"]
     assert n[0, 1] == 2 and n[0, 0] == 0
     assert rate[0, 1] == 0.5 and rate[1, 0] == 0.5
+
+
+def test_neighbour_scripts_by_language_explains_a_zero_hit_rate():
+    # "hi" words sit in a cluster of tokens of another script (as Hindi words sit among Bengali
+    # tokens in gemma-3-270m): their translations are never among their nearest tokens, though
+    # every word is a single token.
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(60, 16, generator=g)
+    centre = 5 * torch.randn(16, generator=g)
+    table[40:60] = centre + 0.1 * torch.randn(20, 16, generator=g)  # 40-49 Hindi, 50-59 Bengali
+    table[0:10] = table[10:20] + 0.01  # en words next to their fr translations
+    words = {f"w{i}": {"en": i, "fr": 10 + i, "hi": 40 + i} for i in range(10)}
+    scripts = ["Latin"] * 40 + ["Devanagari"] * 10 + ["Bengali"] * 10
+    near = emb.word_neighbours(table, words, k=5)
+    langs, rate, n = emb.translation_neighbours(table, words, k=5, neighbours=near)
+    hi = langs.index("hi")
+    assert n[hi].tolist() == [10, 10, 0] and rate[hi].sum() == 0
+    assert rate[langs.index("en"), langs.index("fr")] == 1
+    shares = emb.neighbour_scripts_by_language(words, near, scripts)
+    assert set(shares["hi"]) <= {"Devanagari", "Bengali"}
+    assert sum(shares["hi"].values()) == pytest.approx(1)
+    assert shares["en"]["Latin"] > 0.9
+    # Precomputed neighbours give the same rates as a fresh search.
+    assert torch.equal(emb.translation_neighbours(table, words, k=5)[1], rate)

@@ -41,6 +41,45 @@ def test_svcca_of_an_invertible_linear_map_is_one():
     assert values[0, 2] < 0.5
 
 
+def test_svcca_cap_separates_unrelated_data_and_keeps_linear_maps_at_one():
+    # As in the experiment: 152 sentences, 640-d features. Unrelated random data: without a cap
+    # the 99% rule keeps nearly all 151 centred directions and CCA of two such subspaces of the
+    # 151-d sample space is ~1 whatever the data; with the cap it is well below 1.
+    g = torch.Generator().manual_seed(0)
+    x, other = torch.randn(2, 152, 640, generator=g, dtype=torch.float64)
+    uncapped = sim.svcca(_stack(x, other), max_components=None)[0, 0, 1]
+    capped = sim.svcca(_stack(x, other), max_components=20)[0, 0, 1]
+    assert uncapped > 0.95
+    assert capped < 0.5
+    # A rotation and isotropic scaling leaves the kept directions in place: still exactly 1.
+    rotated = 2.5 * x @ _orthogonal(640, 3)
+    assert sim.svcca(_stack(x, rotated), max_components=20)[0, 0, 1] == pytest.approx(1, abs=1e-8)
+    # Any invertible map of data with fewer directions than the cap: the same column space, 1.
+    low_rank = torch.randn(152, 10, generator=g, dtype=torch.float64) @ torch.randn(
+        10, 640, generator=g, dtype=torch.float64
+    )
+    mixed = low_rank @ torch.randn(640, 640, generator=g, dtype=torch.float64)
+    value = sim.svcca(_stack(low_rank, mixed), max_components=20)[0, 0, 1]
+    assert value == pytest.approx(1, abs=1e-6)
+    with pytest.raises(PolylensError, match="max_components 0"):
+        sim.svcca(_stack(x, other), max_components=0)
+
+
+def test_retrieval_ties_go_to_the_first_candidate_as_argmax_does():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 12, 6, generator=g)
+    # Duplicate candidates: sentence 5 of language 1 equals its sentence 2 (and 9 equals 10),
+    # so queries 2 and 5 (9 and 10) tie between two candidates; argmax keeps the earlier one.
+    x[1, 0, 5] = x[1, 0, 2]
+    x[1, 0, 10] = x[1, 0, 9]
+    x[0, 0] = x[1, 0] + 0.01 * torch.randn(12, 6, generator=g)
+    batched = sim.pair_metrics(x, k=2)
+    expected = ref.pair_metrics(x.numpy(), k=2)
+    for name in ("p1_cos", "p1_margin"):
+        np.testing.assert_allclose(batched[name].double().numpy(), expected[name], atol=1e-6)
+    assert batched["p1_cos"][0, 0, 1] < 1
+
+
 def test_retrieval_of_a_shuffled_copy_is_perfect():
     x = torch.randn(30, 16)
     perm = torch.randperm(30)
@@ -92,9 +131,9 @@ def test_batched_equals_the_per_pair_loop():
     # A shared component makes languages similar; per-language noise makes them differ.
     shared = torch.randn(1, 3, 25, 20, generator=g)
     x = shared + 0.8 * torch.randn(4, 3, 25, 20, generator=g)
-    for features in (x, sim.center(x)):
-        batched = sim.pair_metrics(features, k=3, variance=0.9, budget=4096)
-        expected = ref.pair_metrics(features.numpy(), k=3, variance=0.9)
+    for features, cap in ((x, None), (sim.center(x), 3)):
+        batched = sim.pair_metrics(features, k=3, variance=0.9, max_components=cap, budget=4096)
+        expected = ref.pair_metrics(features.numpy(), k=3, variance=0.9, max_components=cap)
         for name in sim.METRICS:
             np.testing.assert_allclose(
                 batched[name].double().numpy(), expected[name], atol=1e-5, err_msg=name
