@@ -27,6 +27,7 @@ from pathlib import Path
 from interp.checks import read_text_file
 from interp.data import load
 from interp.data.languages import LANGUAGES
+from interp.data.user import language_files
 from interp.errors import PolylensError
 from interp.factual import FactPrompt, continuation
 
@@ -209,18 +210,8 @@ def read_mlama_dir(directory: str | Path, langs: Sequence[str]) -> list[FactProm
             its candidates, or rows that are not the same facts in every language (ids differ,
             other row counts, other candidate counts).
     """
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise PolylensError(f"facts directory {directory} does not exist or is not a directory")
-    tables: dict[str, list[_Row]] = {}
-    for lang in langs:
-        path = directory / f"{lang}.tsv"
-        if not path.is_file():
-            raise PolylensError(
-                f"facts directory {directory} has no file {path.name} for language {lang!r}; "
-                "add it or drop the language from langs"
-            )
-        tables[lang] = _read_tsv(path)
+    paths = language_files(directory, langs, "{lang}.tsv", "facts")
+    tables = {lang: _read_tsv(path) for lang, path in paths.items()}
     first_lang = langs[0]
     first = tables[first_lang]
     for lang in langs[1:]:

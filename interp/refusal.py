@@ -25,6 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.data.refusal import DIALOGUES
+from interp.data.user import language_files
 from interp.errors import PolylensError
 from interp.models import LoadedModel
 
@@ -188,19 +189,15 @@ def read_user_data(
 
     Each file has at least ``need`` instructions (enough for every split).
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise PolylensError(f"data directory {directory} does not exist")
+    files = {
+        kind: language_files(directory, langs, f"{kind}_{{lang}}.json", "safety data")
+        for kind in ("harmful", "harmless")
+    }
     out = {}
     for lang in langs:
         pair = []
         for kind in ("harmful", "harmless"):
-            path = directory / f"{kind}_{lang}.json"
-            if not path.is_file():
-                raise PolylensError(
-                    f"{directory} has no {path.name} for language {lang!r}; add it or drop "
-                    f"{lang} from langs"
-                )
+            path = files[kind][lang]
             items = read_instruction_file(path)
             if len(items) < need:
                 raise PolylensError(

@@ -288,7 +288,7 @@ def test_user_data_loading_and_its_errors(tmp_path):
     data = _write_user_data(tmp_path / "d", ["en", "fr"])
     loaded = read_user_data(data, ["en", "fr"], need=5)
     assert len(loaded["fr"][0]) == 8 and loaded["en"][1][0] == "The capital of France 0"
-    with pytest.raises(PolylensError, match="has no harmful_de.json for language 'de'"):
+    with pytest.raises(PolylensError, match="has no file harmful_de.json for language 'de'"):
         read_user_data(data, ["de"], need=5)
     with pytest.raises(PolylensError, match="has 8 instructions; the splits need at least 20"):
         read_user_data(data, ["en"], need=20)

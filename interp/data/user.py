@@ -13,6 +13,36 @@ from interp.checks import read_text_file
 from interp.errors import PolylensError
 
 
+def language_files(
+    directory: str | Path, langs: Sequence[str], pattern: str, what: str
+) -> dict[str, Path]:
+    """``{lang: directory / pattern.format(lang=lang)}``, every file checked to exist.
+
+    Args:
+        directory: the user's data directory.
+        langs: the languages whose files must be there.
+        pattern: the file name of one language, e.g. ``"{lang}.txt"`` or ``"harmful_{lang}.json"``.
+        what: what the directory holds, for the error (``"parallel"``, ``"facts"``).
+
+    Raises:
+        PolylensError: one line naming the missing directory, or the first missing file and its
+            language.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise PolylensError(f"{what} directory {directory} does not exist or is not a directory")
+    paths = {}
+    for lang in langs:
+        path = directory / pattern.format(lang=lang)
+        if not path.is_file():
+            raise PolylensError(
+                f"{what} directory {directory} has no file {path.name} for language {lang!r}; "
+                "add it or drop the language from langs"
+            )
+        paths[lang] = path
+    return paths
+
+
 def read_parallel_dir(directory: str | Path, langs: Sequence[str]) -> dict[str, list[str]]:
     """Line-aligned parallel sentences from ``<directory>/<lang>.txt``, one file per language.
 
@@ -28,18 +58,9 @@ def read_parallel_dir(directory: str | Path, langs: Sequence[str]) -> dict[str, 
         PolylensError: the directory or a language's file is missing, a file is not UTF-8, has an
             empty (or whitespace-only) line, or has another line count than the first file.
     """
-    directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        raise PolylensError(f"parallel directory {directory} does not exist or is not a directory")
     out: dict[str, list[str]] = {}
     first: tuple[Path, int] | None = None
-    for lang in langs:
-        path = directory / f"{lang}.txt"
-        if not path.is_file():
-            raise PolylensError(
-                f"parallel directory {directory} has no file {path.name} for language {lang!r}; "
-                "add it or drop the language from langs"
-            )
+    for lang, path in language_files(directory, langs, "{lang}.txt", "parallel").items():
         text = read_text_file(path, "parallel file")
         lines = text.split("\n")
         if lines and lines[-1] == "":
