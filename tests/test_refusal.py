@@ -350,7 +350,7 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 4 * en["n_post_instruction_tokens"]  # every candidate, 2 langs
     assert sum("selected" in r for r in rows) == 2
-    with pytest.raises(PolylensError, match="has no harmful_de.json"):
+    with pytest.raises(PolylensError, match="has no file harmful_de.json"):
         run_experiment("refusal-direction", None, {**overrides, "langs": "de"})
 
 
