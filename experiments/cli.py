@@ -190,16 +190,29 @@ def _report(result: dict, out: str | None) -> None:
 
 def _bench(name: str, *fields: str, module: str = "interp.bench") -> Callable:
     """A ``polylens bench`` command: check ``--out``, call ``module.name`` (with ``--model``
-    first where the benchmark has one, then ``fields`` from the arguments), print and write the
-    JSON. Imported on use, so ``polylens --help`` stays fast."""
+    first where the benchmark has one, then ``fields`` and ``--device`` from the arguments),
+    print and write the JSON. Imported on use, so ``polylens --help`` stays fast."""
 
     def command(args: argparse.Namespace) -> None:
         check_output_file(args.out)
         bench = getattr(importlib.import_module(module), name)
         model = [args.model] if hasattr(args, "model") else []
-        _report(bench(*model, **{f: getattr(args, f) for f in fields}), args.out)
+        options = {f: getattr(args, f) for f in fields}
+        _report(bench(*model, **options, device=args.device), args.out)
 
     return command
+
+
+def _bench_parser(
+    bench: argparse._SubParsersAction, name: str, *, help: str, model: bool = True
+) -> argparse.ArgumentParser:
+    """A ``polylens bench NAME`` parser with the arguments every benchmark shares."""
+    b = bench.add_parser(name, help=help)
+    if model:
+        b.add_argument("--model", default="gemma-3-270m")
+    b.add_argument("--device", type=_device, default=None)
+    b.add_argument("--out", default=f"bench_{name}.json", help="JSON file for the results")
+    return b
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -278,81 +291,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True)
-    b = bench.add_parser(
-        "extract", help="bare forward vs polylens hooks vs TransformerLens vs nnsight"
+    b = _bench_parser(
+        bench, "extract", help="bare forward vs polylens hooks vs TransformerLens vs nnsight"
     )
-    b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-prompts", type=_positive(int), default=256)
     b.add_argument("--repeats", type=_positive(int), default=5)
     b.add_argument("--batch-size", type=_positive(int), default=32)
-    b.add_argument("--device", type=_device, default=None)
     b.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights")
-    b.add_argument("--out", default="bench_extract.json", help="JSON file for the results")
-    b.set_defaults(
-        func=_bench("bench_extract", "n_prompts", "repeats", "batch_size", "device", "dtype")
+    b.set_defaults(func=_bench("bench_extract", "n_prompts", "repeats", "batch_size", "dtype"))
+    b = _bench_parser(
+        bench, "lens", help="polylens logit lens vs TransformerLens's all-logits route"
     )
-    b = bench.add_parser("lens", help="polylens logit lens vs TransformerLens's all-logits route")
-    b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-prompts", type=_positive(int), default=256)
     b.add_argument("--repeats", type=_positive(int), default=3)
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_lens.json", help="JSON file for the results")
-    b.set_defaults(func=_bench("bench_lens", "n_prompts", "repeats", "device"))
+    b.set_defaults(func=_bench("bench_lens", "n_prompts", "repeats"))
 
-    b = bench.add_parser("probes", help="batched probes vs scikit-learn per layer and fold")
-    b.add_argument("--model", default="gemma-3-270m")
+    b = _bench_parser(bench, "probes", help="batched probes vs scikit-learn per layer and fold")
     b.add_argument("--n-per-class", type=_positive(int), default=100)
     b.add_argument(
         "--repeats", type=_positive(int), default=3, help="interleaved repeats (medians)"
     )
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_probes.json", help="JSON file for the results")
-    b.set_defaults(
-        func=_bench("bench_probes", "n_per_class", "device", "repeats", module="probes.bench")
-    )
+    b.set_defaults(func=_bench("bench_probes", "n_per_class", "repeats", module="probes.bench"))
 
-    b = bench.add_parser(
-        "interventions", help="plain forward vs directional ablation at every site (3 x blocks)"
+    b = _bench_parser(
+        bench,
+        "interventions",
+        help="plain forward vs directional ablation at every site (3 x blocks)",
     )
-    b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-prompts", type=_positive(int), default=256)
     b.add_argument("--repeats", type=_positive(int), default=5)
     b.add_argument("--batch-size", type=_positive(int), default=32)
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_interventions.json", help="JSON file for the results")
-    b.set_defaults(
-        func=_bench("bench_interventions", "n_prompts", "repeats", "batch_size", "device")
-    )
+    b.set_defaults(func=_bench("bench_interventions", "n_prompts", "repeats", "batch_size"))
 
-    b = bench.add_parser(
-        "refusal", help="refusal-direction selection: stacked candidates vs one per forward pass"
+    b = _bench_parser(
+        bench,
+        "refusal",
+        help="refusal-direction selection: stacked candidates vs one per forward pass",
     )
-    b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--lang", default="en", help="language of the in-context testbed")
     b.add_argument("--repeats", type=_positive(int), default=1)
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_refusal.json", help="JSON file for the results")
-    b.set_defaults(func=_bench("bench_refusal", "lang", "repeats", "device"))
+    b.set_defaults(func=_bench("bench_refusal", "lang", "repeats"))
 
-    b = bench.add_parser(
-        "similarity", help="every similarity metric, all pairs and layers: batched vs a loop"
+    b = _bench_parser(
+        bench,
+        "similarity",
+        model=False,
+        help="every similarity metric, all pairs and layers: batched vs a loop",
     )
     b.add_argument("--repeats", type=_positive(int), default=3)
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_similarity.json", help="JSON file for the results")
-    b.set_defaults(func=_bench("bench_similarity", "repeats", "device"))
+    b.set_defaults(func=_bench("bench_similarity", "repeats"))
 
-    b = bench.add_parser(
-        "factual", help="candidate ranking: shared-prefix batches vs one forward per candidate"
+    b = _bench_parser(
+        bench,
+        "factual",
+        help="candidate ranking: shared-prefix batches vs one forward per candidate",
     )
-    b.add_argument("--model", default="gemma-3-270m")
     b.add_argument("--n-facts", type=_positive(int), default=100)
     b.add_argument("--langs", default="en,fr,ja,sw", help="comma-separated language codes")
     b.add_argument("--max-candidates", type=_positive(int), default=10)
     b.add_argument("--batch-size", type=_positive(int), default=16)
     b.add_argument("--repeats", type=_positive(int), default=1)
-    b.add_argument("--device", type=_device, default=None)
-    b.add_argument("--out", default="bench_factual.json", help="JSON file for the results")
     b.set_defaults(
         func=_bench(
             "bench_factual",
@@ -361,7 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
             "max_candidates",
             "batch_size",
             "repeats",
-            "device",
         )
     )
 
