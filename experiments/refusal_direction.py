@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
@@ -151,7 +152,7 @@ def run(config: RefusalConfig) -> Path:
 
     per_lang, score_rows, effect_rows, examples = {}, [], [], []
     directions, chosen, openers, templates, all_cands = {}, {}, {}, {}, {}
-    for lang in langs:
+    for lang in tqdm(langs, desc=NAME, unit="lang"):
         s, t = splits[lang], make_template(model, lang, config.template)
         templates[lang] = t
         train_h, train_n = t.wrap(s["harmful"]["train"]), t.wrap(s["harmless"]["train"])
@@ -172,6 +173,7 @@ def run(config: RefusalConfig) -> Path:
             openers[lang],
             layers=layers,
             rows_per_pass=config.rows_per_pass,
+            progress=True,
         )
         sel = select_direction(
             scores, model.n_blocks, kl_max=config.kl_max, prune_fraction=config.prune_fraction
@@ -241,6 +243,7 @@ def run(config: RefusalConfig) -> Path:
         [openers[b] for b in langs],
         coeff=config.coeff,
         rows_per_pass=config.rows_per_pass,
+        progress=True,
     )  # fmt: skip
     _transfer_outputs(out, langs, grid, metrics)
     first = langs[0]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from interp.batching import pad_batch
 from interp.errors import PolylensError
@@ -243,6 +244,7 @@ def scores_under_edits(
     reference: Float[Tensor, "prompt vocab"] | None = None,
     rows_per_pass: int = 64,
     reuse_prefix: bool = True,
+    progress: str | None = None,
 ) -> tuple[Float[Tensor, "cand prompt"], Float[Tensor, "cand prompt"] | None]:
     """Refusal score of every prompt under every candidate, and the KL from ``reference``.
 
@@ -252,12 +254,14 @@ def scores_under_edits(
     Candidate c edits copy c of the prompt batch; as many copies share one forward pass as fit
     in ``rows_per_pass`` rows (at least one candidate per pass). With neither ``ablate`` nor
     ``add``, one unedited "candidate". ``reuse_prefix``: see ``stacked_last_logits``.
+    ``progress``: a tqdm bar over candidates with this label.
     """
     ids = model.tokenize(list(prompts))
     n = len(ids)
     k = next((len(t) for t in (ablate, add) if t is not None), 1)
     per_pass = max(1, rows_per_pass // n)
     scores, kls = [], []
+    bar = tqdm(total=k, desc=progress, unit="cand", disable=progress is None, leave=False)
     for start in range(0, k, per_pass):
         chunk = list(range(start, min(k, start + per_pass)))
 
@@ -278,6 +282,8 @@ def scores_under_edits(
             tail = logits.view(len(chunk), n, -1)[:, n - m :].log_softmax(-1)
             ref = reference.to(logits.device)[None].expand_as(tail)
             kls.append(kl_divergence(ref, tail).cpu())
+        bar.update(len(chunk))
+    bar.close()
     return torch.cat(scores), (torch.cat(kls) if kls else None)
 
 
@@ -335,12 +341,14 @@ def score_candidates(
     layers: Sequence[int] | None = None,
     rows_per_pass: int = 64,
     reuse_prefix: bool = True,
+    progress: bool = False,
 ) -> CandidateScores:
     """Bypass, induce and KL of every candidate (at ``layers``; default all) on validation prompts.
 
     One plain pass gives both baselines and the harmless reference distribution; bypass and KL
     come from one ablated pass over harmful and harmless prompts together, induce from one
     added pass over the harmless ones (candidates stacked, see ``scores_under_edits``).
+    ``progress``: tqdm bars over the candidates.
     """
     n_layers, n_pos, _ = candidates.shape
     layers = list(range(n_layers)) if layers is None else list(layers)
@@ -365,10 +373,14 @@ def score_candidates(
     vecs = torch.stack([candidates[layer, p] for layer, p in keep]).float()
     kw = dict(rows_per_pass=rows_per_pass, reuse_prefix=reuse_prefix)
     reference = plain[nh:].log_softmax(-1)
-    abl, kl = scores_under_edits(model, both, opener_ids, ablate=vecs, reference=reference, **kw)
+    abl, kl = scores_under_edits(
+        model, both, opener_ids, ablate=vecs, reference=reference,
+        progress="bypass, KL" if progress else None, **kw,
+    )  # fmt: skip
     ind, _ = scores_under_edits(
-        model, harmless, opener_ids, add=vecs, add_layers=[layer for layer, _ in keep], **kw
-    )
+        model, harmless, opener_ids, add=vecs, add_layers=[layer for layer, _ in keep],
+        progress="induce" if progress else None, **kw,
+    )  # fmt: skip
     for j, (layer, p) in enumerate(keep):
         out.bypass[layer, p] = float(abl[j, :nh].mean())
         out.kl[layer, p] = float(kl[j].mean())
@@ -510,8 +522,11 @@ def transfer_grid(
     *,
     coeff: float = 1.0,
     rows_per_pass: int = 64,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Source direction A edited while prompting in target B, for every (A, B).
+
+    ``progress``: a tqdm bar over target languages.
 
     Returns ``[source, target]`` matrices: ``ablation_drop`` (mean refusal score of B's harmful
     prompts, plain minus with A's direction ablated), ``ablation_share`` (that drop relative to
@@ -520,7 +535,9 @@ def transfer_grid(
     """
     k = len(directions)
     drop, gain = np.zeros((k, k)), np.zeros((k, k))
-    for b, (harmful, harmless) in enumerate(prompts):
+    for b, (harmful, harmless) in enumerate(
+        tqdm(prompts, desc="transfer", unit="target", disable=not progress)
+    ):
         plain, _ = scores_under_edits(
             model, [*harmful, *harmless], opener_ids[b], rows_per_pass=rows_per_pass
         )
