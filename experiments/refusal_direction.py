@@ -232,6 +232,7 @@ def run(config: RefusalConfig) -> Path:
     out.table("candidate_scores", score_rows)
     out.table("effects", effect_rows)
     out.table("examples", examples)
+    _report_tables(out, per_lang, examples)
 
     metrics = _across_languages(out, config, model, langs, all_cands, directions, chosen)
     grid = transfer_grid(
@@ -266,6 +267,43 @@ def run(config: RefusalConfig) -> Path:
     out.metrics(metrics)
     out.report("Refusal direction across languages", __doc__.split("\n\n")[1], metrics)
     return out.commit()
+
+
+_EFFECT_COLUMNS = {
+    "layer": "selected_layer",
+    "position": "selected_pos",
+    "relaxed": "filters_relaxed",
+    "AUROC before": "auroc_before",
+    "AUROC ablated": "auroc_after_ablation",
+    "harmful score before": "harmful_score_before",
+    "harmful score ablated": "harmful_score_after_ablation",
+    "harmless score before": "harmless_score_before",
+    "harmless score added": "harmless_score_after_addition",
+    "harmless KL ablated": "harmless_kl_under_ablation",
+}
+
+
+def _report_tables(out: ResultDir, per_lang: dict, examples: list[dict]) -> None:
+    """The per-language effects and one example generation per condition and language."""
+    out.report_table(
+        "Per language: the selected direction and its effects on test prompts",
+        "AUROC: refusal score of harmful vs harmless test prompts, plain and with the direction "
+        "ablated; scores are log P(opener) - log(1 - P(opener)); 'relaxed': no candidate passed "
+        "every filter.",
+        [{"lang": lang, **{col: v.get(key) for col, key in _EFFECT_COLUMNS.items()}}
+         for lang, v in per_lang.items()],
+    )  # fmt: skip
+    first = {}
+    for e in examples:
+        first.setdefault((e["lang"], e["condition"]), e)
+    out.report_table(
+        "Example generations",
+        "The first greedy answer per language and condition (all of them: tables/examples.csv); "
+        "'refused': the phrase judge.",
+        [{"lang": e["lang"], "condition": e["condition"], "instruction": e["instruction"],
+          "answer": e["answer"], "refused": e["judged_refusal"], "score": e["refusal_score"]}
+         for e in first.values()],
+    )  # fmt: skip
 
 
 def _kl_control(out: ResultDir, config: RefusalConfig, per_lang: dict) -> dict:

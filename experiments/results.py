@@ -145,6 +145,7 @@ class ResultDir:
         self.figures: list[Figure] = []
         self.notes: list[str] = []
         self.controls: list[Control] = []
+        self.sections: list[str] = []
         self.started = _RUN_STARTED[0] if _RUN_STARTED else time.perf_counter()
         self.summary: dict | None = None
         (self.path / "config.yaml").write_text(
@@ -202,6 +203,23 @@ class ResultDir:
         plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs="directory")
         self.figures.append(Figure(name, title, explanation))
 
+    def report_table(self, title: str, explanation: str, rows: Sequence[dict]) -> None:
+        """Show ``rows`` (one dict per row, same keys) as a table in ``report.html``.
+
+        For what a reader should see on the page itself (per-language numbers, example
+        generations); every table is also linked as CSV when written with ``table``.
+        """
+        cells = [f"<h2>{html.escape(title)}</h2><p>{html.escape(explanation)}</p><table>"]
+        if rows:
+            cells.append("<tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in rows[0]) + "</tr>")
+        for row in rows:
+            cells.append(
+                "<tr>"
+                + "".join(f"<td>{html.escape(display(v))}</td>" for v in row.values())
+                + "</tr>"
+            )
+        self.sections.append("".join(cells) + "</table>")
+
     def control(self, threat: str, check: str, result: str) -> dict:
         """Add a row to the report's controls section; returns it as a dict for metrics.json."""
         self.controls.append(Control(threat, check, result))
@@ -246,6 +264,7 @@ class ResultDir:
             parts.append("</table>")
         for note in self.notes:
             parts.append(f"<p>{note}</p>")
+        parts += self.sections
         for fig in self.figures:
             png = (self.path / "figures" / f"{fig.name}.png").read_bytes()
             parts.append(

@@ -1,5 +1,7 @@
 """Unit tier: refusal directions on tiny random models (one with a planted refusal direction)."""
 
+import csv
+import html
 import json
 
 import numpy as np
@@ -339,6 +341,14 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["per_language"]) == {"en", "fr"}
+    page = (out / "report.html").read_text()
+    examples = list(csv.DictReader((out / "tables/examples.csv").open()))
+    first = {}
+    for e in examples:
+        first.setdefault((e["lang"], e["condition"]), e["answer"])
+    assert "Example generations" in page and len(first) == 8
+    assert all(html.escape(answer) in page for answer in first.values())
+    assert page.count("<td>harmless+addition</td>") == 2  # one example per language
     en = metrics["per_language"]["en"]
     assert 0 <= en["auroc_before"] <= 1 and en["sizes"]["harmful_test"] == 3
     assert metrics["orthogonalization"] == "checked"
