@@ -35,6 +35,7 @@ from interp.directions import (
     random_direction_kl,
     score_candidates,
     select_direction,
+    spare_top_dimensions,
     top_dimension_share,
     transfer_grid,
 )
@@ -82,6 +83,10 @@ class RefusalConfig(ExperimentConfig):
     """Test instructions per condition and language that are generated and judged."""
     max_new_tokens: int = 24
     """Most tokens generated per answer."""
+    spare_top_dims: int = 0
+    """Zero each candidate's components on the k residual dimensions with the largest mean
+    square at its layer and position (0: the paper's directions; 3 spares Gemma 3's massive
+    dimensions, whose ablation breaks the model whatever the direction)."""
 
     _ranges: ClassVar[dict[str, Range]] = {
         **ExperimentConfig._ranges,
@@ -94,6 +99,7 @@ class RefusalConfig(ExperimentConfig):
         "rows_per_pass": at_least(1),
         "n_generate": at_least(0),
         "max_new_tokens": at_least(1),
+        "spare_top_dims": at_least(0),
     }
 
 
@@ -164,6 +170,11 @@ def run(config: RefusalConfig) -> Path:
         cands = candidate_directions(
             model, train_h, train_n, n_post, batch_size=config.batch_size, store=store
         )
+        # Read back from the store (the candidates' own extraction): no forward pass.
+        harmless_resid = post_instruction_acts(
+            model, train_n, n_post, batch_size=config.batch_size, store=store
+        )
+        cands = spare_top_dimensions(cands, harmless_resid, config.spare_top_dims)
         openers[lang] = opener_token_ids(model, t)
         scores = score_candidates(
             model,
@@ -186,11 +197,7 @@ def run(config: RefusalConfig) -> Path:
             p = pos_labels.index(row["pos"])
             score_rows.append({"lang": lang, **row, "status": sel.reasons[row["layer"], p]})
         direction = cands[sel.layer, sel.pos].float()
-        # Read back from the store (the candidates' own extraction): no forward pass.
-        resid = post_instruction_acts(
-            model, train_n, n_post, batch_size=config.batch_size, store=store
-        )[:, sel.pos, sel.layer]
-        on_top, top_power = top_dimension_share(direction, resid)
+        on_top, top_power = top_dimension_share(direction, harmless_resid[:, sel.pos, sel.layer])
         directions[lang], chosen[lang], all_cands[lang] = direction, (sel.layer, sel.pos), cands
         effects, generated = held_out_effects(
             model,

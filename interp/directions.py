@@ -101,6 +101,29 @@ def candidate_directions(
     )
 
 
+def spare_top_dimensions(
+    candidates: Float[Tensor, "layer pos d_model"],
+    residuals: Float[Tensor, "prompt pos layer d_model"],
+    k: int,
+) -> Float[Tensor, "layer pos d_model"]:
+    """Candidates with their components on the ``k`` largest residual dimensions set to zero.
+
+    The dimensions are, per layer and position, those with the largest mean square over
+    ``residuals`` (e.g. the harmless training prompts'). Not in the paper: a variant for streams
+    carried by a few massive dimensions (Gemma 3), where ablating any direction that touches
+    them moves the output whatever the direction means (see ``top_dimension_share``).
+    """
+    if k == 0:
+        return candidates
+    power = residuals.double().pow(2).mean(0).transpose(0, 1)  # [layer pos d_model]
+    if power.shape != candidates.shape:
+        raise PolylensError(
+            f"residuals give {tuple(power.shape)} (layer, pos, d_model), candidates "
+            f"{tuple(candidates.shape)}"
+        )
+    return candidates.scatter(-1, power.topk(k, dim=-1).indices, 0.0)
+
+
 # -- batched scoring ----------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import torch
 from tiny import save_tiny, tiny_model
 
 from experiments import run_experiment
-from interp import PolylensError, directional_ablation, intervene, recording
+from interp import Ablate, PolylensError, directional_ablation, intervene, recording
 from interp.data.refusal import DIALOGUES
 from interp.directions import (
     CandidateScores,
@@ -23,6 +23,7 @@ from interp.directions import (
     scores_under_edits,
     select_direction,
     shared_prefix_length,
+    spare_top_dimensions,
     top_dimension_share,
 )
 from interp.metrics import auroc
@@ -205,6 +206,35 @@ def test_top_dimension_share_on_a_constructed_stream():
     assert on_top == pytest.approx(9 / 10) and power == pytest.approx(12500 / 12501)
 
 
+def test_spare_top_dimensions_zeroes_each_cells_largest_dimensions():
+    resid = torch.zeros(3, 2, 2, 5)  # [prompt pos layer d]
+    resid[..., 1] = 10.0
+    resid[:, 0, 1, 4] = 20.0  # at layer 1, position 0, dimension 4 is the largest
+    cands = torch.arange(1.0, 21.0).view(2, 2, 5)  # [layer pos d]
+    spared = spare_top_dimensions(cands, resid, k=1)
+    zeroed = spared == 0
+    assert zeroed[1, 0, 4] and zeroed.sum() == 4 and zeroed[0, :, 1].all() and zeroed[1, 1, 1]
+    assert torch.equal(spared[~zeroed], cands[~zeroed])
+    assert spare_top_dimensions(cands, resid, k=0) is cands
+
+
+def test_ablating_a_spared_direction_leaves_the_largest_dimensions_alone():
+    model = tiny_model("llama")
+    prompt = TEMPLATE.wrap(HARMLESS[:1])
+    with recording(model, "resid_pre.1") as rec:
+        model.logits(prompt)
+    plain = rec["resid_pre.1"][0][0]
+    top = plain.pow(2).mean(0).topk(2).indices
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    spared = spare_top_dimensions(direction[None, None], plain[:, None, None], k=2)[0, 0]
+    for d, moved in ((direction, True), (spared, False)):
+        with intervene(model, {"resid_pre.1": Ablate(d)}), recording(model, "resid_pre.1") as rec:
+            model.logits(prompt)
+        edited = rec["resid_pre.1"][0][0]
+        assert not torch.allclose(edited, plain, atol=1e-3)  # the edit was applied
+        assert torch.allclose(edited[:, top], plain[:, top], atol=1e-6) is not moved
+
+
 def test_shared_prefix_length_counts_tokens_and_leaves_one_of_each():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # each keeps a token
@@ -321,6 +351,7 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
         "n_generate": 2,
         "max_new_tokens": 4,
         "rows_per_pass": 16,
+        "spare_top_dims": 3,
         "store": str(tmp_path / "store"),
         "out": str(tmp_path / "out"),
     }
@@ -354,7 +385,7 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert metrics["orthogonalization"] == "checked"
     assert en["val_kl_random_directions"] >= 0 and en["val_kl_min_candidate"] <= en["val_kl"]
     assert "random directions" in metrics["controls"][0]["result"]
-    assert 0 <= en["direction_share_on_top3_residual_dims"] <= 1
+    assert en["direction_share_on_top3_residual_dims"] == 0  # spare_top_dims: 3
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4
     assert -1 <= metrics["cosine_min_at_layer"] <= metrics["cosine_max_at_layer"] <= 1
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
