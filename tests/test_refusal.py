@@ -417,6 +417,11 @@ def test_shipped_configs_resolve():
         RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-smollm2.yaml", {}
     )
     assert smol.model == "smollm2-135m-instruct" and smol.template == "chat"
+    qwen = load_config(
+        RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-qwen.yaml", {}
+    )
+    assert qwen.model == "Qwen/Qwen2.5-1.5B-Instruct" and qwen.template == "chat"
+    assert qwen.langs == default.langs and qwen.layer_stride == 1
     quick = load_config(
         RefusalConfig, "refusal-direction", CONFIG_DIR / "report" / "refusal-direction.yaml", {}
     )
