@@ -420,6 +420,12 @@ def _transfer_outputs(out: ResultDir, langs: list[str], grid: dict, metrics: dic
         )  # fmt: skip
     if len(langs) > 1:
         metrics["transfer_share_mean_offdiag"] = float(np.nanmean(grid["ablation_share"][off]))
+        # A target whose own drop is near zero makes its shares huge: the median and the
+        # ratio of mean drops are the robust summaries.
+        metrics["transfer_share_median_offdiag"] = float(np.nanmedian(grid["ablation_share"][off]))
+        metrics["transfer_drop_ratio_offdiag_to_own"] = float(
+            grid["ablation_drop"][off].mean() / np.diag(grid["ablation_drop"]).mean()
+        )
         metrics["transfer_drop_mean_offdiag"] = float(grid["ablation_drop"][off].mean())
         metrics["transfer_addition_gain_mean_offdiag"] = float(grid["addition_gain"][off].mean())
     metrics["own_drop_mean"] = float(np.diag(grid["ablation_drop"]).mean())

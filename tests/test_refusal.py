@@ -388,6 +388,12 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert en["direction_share_on_top3_residual_dims"] == 0  # spare_top_dims: 3
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4
     assert -1 <= metrics["cosine_min_at_layer"] <= metrics["cosine_max_at_layer"] <= 1
+    grid = list(csv.DictReader((out / "tables/transfer_grid.csv").open()))
+    drop = {(r["source"], r["target"]): float(r["ablation_drop"]) for r in grid}
+    ratio = (drop["en", "fr"] + drop["fr", "en"]) / (drop["en", "en"] + drop["fr", "fr"])
+    assert metrics["transfer_drop_ratio_offdiag_to_own"] == pytest.approx(ratio)
+    shares = sorted(float(r["ablation_share"]) for r in grid if r["source"] != r["target"])
+    assert metrics["transfer_share_median_offdiag"] == pytest.approx(sum(shares) / 2)
     rows = (out / "tables/candidate_scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 4 * en["n_post_instruction_tokens"]  # every candidate, 2 langs
     assert sum("selected" in r for r in rows) == 2
