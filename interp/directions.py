@@ -115,6 +115,11 @@ def spare_top_dimensions(
     """
     if k == 0:
         return candidates
+    if k >= candidates.shape[-1]:
+        raise PolylensError(
+            f"cannot spare {k} of {candidates.shape[-1]} residual dimensions: nothing would be "
+            "left of the candidates; lower spare_top_dims"
+        )
     power = residuals.double().pow(2).mean(0).transpose(0, 1)  # [layer pos d_model]
     if power.shape != candidates.shape:
         raise PolylensError(

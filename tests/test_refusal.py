@@ -216,6 +216,8 @@ def test_spare_top_dimensions_zeroes_each_cells_largest_dimensions():
     assert zeroed[1, 0, 4] and zeroed.sum() == 4 and zeroed[0, :, 1].all() and zeroed[1, 1, 1]
     assert torch.equal(spared[~zeroed], cands[~zeroed])
     assert spare_top_dimensions(cands, resid, k=0) is cands
+    with pytest.raises(PolylensError, match="lower spare_top_dims"):
+        spare_top_dimensions(cands, resid, k=5)
 
 
 def test_ablating_a_spared_direction_leaves_the_largest_dimensions_alone():
