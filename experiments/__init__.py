@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.base import ExperimentConfig, load_config
-from experiments.results import check_result_target, discard_uncommitted, mark_run_start
+from experiments.results import check_result_target, discard_uncommitted, run_clock
 from interp.errors import PolylensError
 
 
@@ -84,12 +84,12 @@ def run_config(name: str, config: ExperimentConfig) -> Path:
     """Run ``name`` with a resolved ``config``; returns the result directory."""
     experiment = get_experiment(name)
     check_result_target(name, config.out)
-    mark_run_start()
-    try:
-        path = experiment.run(config)
-    except BaseException:
-        discard_uncommitted()
-        raise
+    with run_clock():
+        try:
+            path = experiment.run(config)
+        except BaseException:
+            discard_uncommitted()
+            raise
     if discard_uncommitted():
         raise RuntimeError(f"experiment {name!r} returned without ResultDir.commit()")
     return path

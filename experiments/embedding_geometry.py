@@ -163,13 +163,14 @@ def run(config: EmbeddingConfig) -> Path:
     # Per language: how many words could be tested, and which scripts their neighbours are in
     # (a rate of 0 with many eligible words means the neighbours lie outside the studied
     # languages, e.g. Hindi words among Bengali tokens).
+    top3 = {a: dict(list(shares.items())[:3]) for a, shares in word_scripts.items()}
     out.table(
         "translation_by_language",
         [
             {"lang": a, "single_token_words": eligible[a], "hit_rate": per_lang[a]}
             | {
                 f"neighbour_script_{r + 1}": f"{s} {share:.2f}"
-                for r, (s, share) in enumerate(list(word_scripts.get(a, {}).items())[:3])
+                for r, (s, share) in enumerate(top3.get(a, {}).items())
             }
             for a in langs
         ],
@@ -182,9 +183,7 @@ def run(config: EmbeddingConfig) -> Path:
         **results,
         "translation_hit_rate_per_language": per_lang,
         "single_token_words_per_language": eligible,
-        "word_neighbour_scripts_top3": {
-            a: dict(list(shares.items())[:3]) for a, shares in word_scripts.items()
-        },
+        "word_neighbour_scripts_top3": top3,
     }
     out.metrics(metrics)
     out.report("Token-embedding geometry by script", __doc__.split("\n\n")[1], metrics)

@@ -117,14 +117,14 @@ def run(config: AlignmentConfig) -> Path:
         raw = sim.parallel_features(
             model, sentences, pooling=pooling, batch_size=config.batch_size, store=store
         ).to(model.device)
-        for centring in ("raw", "centred"):
-            feats = sim.center(raw) if centring == "centred" else raw
-            values = sim.pair_metrics(
-                feats,
-                k=config.k,
-                variance=config.variance,
-                max_components=config.svcca_max_components,
-            )
+        plain = sim.pair_metrics(
+            raw, k=config.k, variance=config.variance, max_components=config.svcca_max_components
+        )
+        # CKA and SVCCA centre each language's features themselves: centring changes only the
+        # cosine metrics, so only those are computed again.
+        centred = sim.cosine_metrics(sim.center(raw), k=config.k)
+        centred |= {m: plain[m] for m in ("cka", "svcca")}
+        for centring, values in (("raw", plain), ("centred", centred)):
             values = {m: v.cpu() for m, v in values.items()}
             variant = f"{pooling}/{centring}"
             summary: dict = {}

@@ -27,8 +27,8 @@ from interp import plots
 from interp.data import load
 from interp.data.loader import dataset_sha256, split_of
 from interp.directions import (
-    candidate_directions,
     cosine_by_layer,
+    diff_in_means,
     held_out_effects,
     orthogonalization_gap,
     post_instruction_acts,
@@ -167,14 +167,12 @@ def run(config: RefusalConfig) -> Path:
         pos_labels = [
             f"{p - n_post} {model.tokenizer.decode([tok])!r}" for p, tok in enumerate(post_ids)
         ]
-        cands = candidate_directions(
-            model, train_h, train_n, n_post, batch_size=config.batch_size, store=store
+        kw = dict(batch_size=config.batch_size, store=store)
+        harmful_resid = post_instruction_acts(model, train_h, n_post, **kw)
+        harmless_resid = post_instruction_acts(model, train_n, n_post, **kw)
+        cands = spare_top_dimensions(
+            diff_in_means(harmful_resid, harmless_resid), harmless_resid, config.spare_top_dims
         )
-        # Read back from the store (the candidates' own extraction): no forward pass.
-        harmless_resid = post_instruction_acts(
-            model, train_n, n_post, batch_size=config.batch_size, store=store
-        )
-        cands = spare_top_dimensions(cands, harmless_resid, config.spare_top_dims)
         openers[lang] = opener_token_ids(model, t)
         scores = score_candidates(
             model,
@@ -418,14 +416,14 @@ def _transfer_outputs(out: ResultDir, langs: list[str], grid: dict, metrics: dic
                 ylabel="source (direction)", zlabel=key,
             ),
         )  # fmt: skip
+    own_drop = float(np.diag(grid["ablation_drop"]).mean())
     if len(langs) > 1:
+        off_drop = float(grid["ablation_drop"][off].mean())
         metrics["transfer_share_mean_offdiag"] = float(np.nanmean(grid["ablation_share"][off]))
         # A target whose own drop is near zero makes its shares huge: the median and the
         # ratio of mean drops are the robust summaries.
         metrics["transfer_share_median_offdiag"] = float(np.nanmedian(grid["ablation_share"][off]))
-        metrics["transfer_drop_ratio_offdiag_to_own"] = float(
-            grid["ablation_drop"][off].mean() / np.diag(grid["ablation_drop"]).mean()
-        )
-        metrics["transfer_drop_mean_offdiag"] = float(grid["ablation_drop"][off].mean())
+        metrics["transfer_drop_ratio_offdiag_to_own"] = off_drop / own_drop
+        metrics["transfer_drop_mean_offdiag"] = off_drop
         metrics["transfer_addition_gain_mean_offdiag"] = float(grid["addition_gain"][off].mean())
-    metrics["own_drop_mean"] = float(np.diag(grid["ablation_drop"]).mean())
+    metrics["own_drop_mean"] = own_drop

@@ -20,7 +20,6 @@ import functools
 import html
 import json
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,11 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from experiments import EXPERIMENTS, registered, resolve_config, run_config
+from experiments import get_experiment, registered, resolve_config, run_config
 from experiments.base import CONFIG_DIR, ExperimentConfig
 from experiments.results import SUMMARY, check_result_target, display
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
+from interp.files import atomic_write_text
 from interp.provenance import __version__
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,8 @@ def _comparable(config: ExperimentConfig | dict) -> dict:
 
 def existing_result(target: Path, config: ExperimentConfig) -> bool:
     """Whether ``target`` holds a complete result computed with ``config``."""
-    if not all((target / f).is_file() for f in RESULT_FILES):
-        return False
-    try:
-        stored = yaml.safe_load((target / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(stored, dict) and _comparable(stored) == _comparable(config)
+    result = _read_result(target)
+    return result is not None and _comparable(result[1]) == _comparable(config)
 
 
 def _one_line(error: BaseException) -> str:
@@ -111,10 +106,8 @@ def run_report(
     out = check_output_dir(out)
     names = [e.name for e in registered()]
     chosen = list(only) if only else names
-    unknown = [n for n in chosen if n not in EXPERIMENTS]
-    if unknown:
-        raise PolylensError(f"unknown experiment {unknown[0]!r}; known: {', '.join(names)}")
     for name in chosen:
+        get_experiment(name)  # an unknown name: one line listing the known ones
         check_result_target(name, out)
     overrides = {"out": str(out), "model": model}
     outcomes = {n: Outcome(n, "not run") for n in names}
@@ -141,10 +134,10 @@ def run_report(
     return list(outcomes.values())
 
 
-def _changed_fields(name: str, stored: dict, out: Path) -> list[str]:
+def _changed_fields(name: str, stored: dict) -> list[str]:
     """The fields of a result's config that differ from the experiment's defaults."""
     try:
-        defaults = _comparable(resolve_config(name, None, {"out": str(out)}))
+        defaults = _comparable(resolve_config(name))
     except PolylensError:
         return []
     changed = []
@@ -217,7 +210,7 @@ def _row(outcome: Outcome, out: Path) -> str:
             status += "<br>(the result below is from an earlier run)"
     if result is None:
         status = status if outcome.status == "failed" else "no result"
-        description = html.escape(EXPERIMENTS[name].description)
+        description = html.escape(get_experiment(name).description)
         return f"<tr><td><b>{html.escape(name)}</b><br>{description}</td><td>{status}</td>" + (
             "<td></td>" * 4 + "</tr>"
         )
@@ -229,7 +222,7 @@ def _row(outcome: Outcome, out: Path) -> str:
         if figure
         else ""
     )
-    changed = _changed_fields(name, config, out)
+    changed = _changed_fields(name, config)
     profile = "<br>".join(html.escape(c) for c in changed) or "defaults"
     return (
         f"<tr><td><b><a href='{link}'>{html.escape(name)}</a></b><br>"
@@ -263,7 +256,5 @@ def write_index(out: Path, outcomes: Sequence[Outcome], *, full: bool) -> Path:
     parts += [_row(o, out) for o in outcomes]
     parts.append("</table></body></html>")
     path = out / "index.html"
-    partial = out / f".index.html.partial-{os.getpid()}"
-    partial.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(partial, path)
+    atomic_write_text(path, "\n".join(parts))
     return path

@@ -9,6 +9,7 @@ of a killed run (hidden, never taken for a result) are cleaned by the next run o
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import html
@@ -18,7 +19,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +37,20 @@ SUMMARY = "summary.json"
 
 # Result directories opened in this process and not yet committed or discarded.
 _OPEN: list[ResultDir] = []
-# When the current experiment run began (``run_experiment`` sets it): a run's wall time includes
-# the extraction it does before it opens its ResultDir.
-_RUN_STARTED: list[float] = []
+# When the experiment running now began (``run_clock``): a run's wall time includes the
+# extraction it does before it opens its ResultDir.
+_run_started: float | None = None
 
 
-def mark_run_start() -> None:
-    """Start the wall clock of the experiment about to run (its ``summary.json`` reports it)."""
-    _RUN_STARTED[:] = [time.perf_counter()]
+@contextlib.contextmanager
+def run_clock() -> Iterator[None]:
+    """The wall clock of the experiment run inside (its ``summary.json`` reports it)."""
+    global _run_started
+    _run_started = time.perf_counter()
+    try:
+        yield
+    finally:
+        _run_started = None
 
 
 def check_result_target(name: str, out: str | Path) -> Path:
@@ -129,6 +136,16 @@ class Control:
     """The number the control gives, in words."""
 
 
+def _html_table(header: Sequence[str], rows: Iterable[Iterable[object]]) -> str:
+    """A header row, then one row per sequence of cells (escaped; numbers as ``display``)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(display(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 class ResultDir:
     """Writes one experiment's result directory; ``commit()`` puts it in place."""
 
@@ -146,7 +163,7 @@ class ResultDir:
         self.notes: list[str] = []
         self.controls: list[Control] = []
         self.sections: list[str] = []
-        self.started = _RUN_STARTED[0] if _RUN_STARTED else time.perf_counter()
+        self.started = time.perf_counter() if _run_started is None else _run_started
         self.summary: dict | None = None
         (self.path / "config.yaml").write_text(
             yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
@@ -209,16 +226,10 @@ class ResultDir:
         For what a reader should see on the page itself (per-language numbers, example
         generations); every table is also linked as CSV when written with ``table``.
         """
-        cells = [f"<h2>{html.escape(title)}</h2><p>{html.escape(explanation)}</p><table>"]
-        if rows:
-            cells.append("<tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in rows[0]) + "</tr>")
-        for row in rows:
-            cells.append(
-                "<tr>"
-                + "".join(f"<td>{html.escape(display(v))}</td>" for v in row.values())
-                + "</tr>"
-            )
-        self.sections.append("".join(cells) + "</table>")
+        self.sections.append(
+            f"<h2>{html.escape(title)}</h2><p>{html.escape(explanation)}</p>"
+            + _html_table(list(rows[0]) if rows else [], [row.values() for row in rows])
+        )
 
     def control(self, threat: str, check: str, result: str) -> dict:
         """Add a row to the report's controls section; returns it as a dict for metrics.json."""
@@ -256,12 +267,12 @@ class ResultDir:
         if self.controls:
             parts.append(
                 "<h2>Controls</h2><p>What could fake the headline, and the number that rules it "
-                "out.</p><table><tr><th>could fake it</th><th>control</th><th>result</th></tr>"
+                "out.</p>"
+                + _html_table(
+                    ("could fake it", "control", "result"),
+                    [(c.threat, c.check, c.result) for c in self.controls],
+                )
             )
-            for c in self.controls:
-                cells = "".join(f"<td>{html.escape(x)}</td>" for x in (c.threat, c.check, c.result))
-                parts.append(f"<tr>{cells}</tr>")
-            parts.append("</table>")
         for note in self.notes:
             parts.append(f"<p>{note}</p>")
         parts += self.sections

@@ -51,9 +51,15 @@ class PeakRSS:
 
 @dataclass
 class Timings:
-    """Wall times, peak RSS, RSS growth and peak CUDA memory of each method over repeats."""
+    """Wall and CPU times, peak RSS, RSS growth and peak CUDA memory of each method over repeats.
+
+    CPU time beside wall time: on a machine shared with other jobs, a process's wall time depends
+    on the share of the cores it gets; its CPU time does not (one thread: the two agree on an
+    idle machine).
+    """
 
     times: dict[str, list[float]]
+    cpu_times: dict[str, list[float]]
     peak_rss: dict[str, int]
     rss_growth: dict[str, int]
     cuda_peak: dict[str, int]
@@ -64,22 +70,30 @@ class Timings:
         """Median wall time per method."""
         return {k: statistics.median(v) for k, v in self.times.items()}
 
+    @property
+    def cpu_median(self) -> dict[str, float]:
+        """Median CPU time (this process, all threads) per method."""
+        return {k: statistics.median(v) for k, v in self.cpu_times.items()}
+
 
 def interleaved(methods: dict[str, Callable[[], None]], repeats: int, cuda: bool) -> Timings:
     """Run every method once per repeat, in turn, so machine noise hits them alike."""
     zeros = dict.fromkeys(methods, 0)
-    out = Timings({k: [] for k in methods}, dict(zeros), dict(zeros), dict(zeros))
+    out = Timings(
+        {k: [] for k in methods}, {k: [] for k in methods}, dict(zeros), dict(zeros), dict(zeros)
+    )
     for _ in range(repeats):
         for name, run in methods.items():
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             with PeakRSS() as rss:
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 run()
                 if cuda:
                     torch.cuda.synchronize()
                 out.times[name].append(time.perf_counter() - t)
+                out.cpu_times[name].append(time.process_time() - cpu)
             out.peak_rss[name] = max(out.peak_rss[name], rss.peak)
             out.rss_growth[name] = max(out.rss_growth[name], rss.growth)
             if cuda:
@@ -320,28 +334,18 @@ def bench_similarity(
     host = features.float().numpy()
     results: dict = {}
 
-    # CPU time beside wall time: on a machine shared with other jobs, a process's wall time
-    # depends on the share of the cores it gets; its CPU time does not (one thread: the two agree
-    # on an idle machine).
-    cpu: dict[str, list[float]] = {"batched": [], "loop": []}
-
     def batched() -> None:
-        start = time.process_time()
         results["batched"] = {
             k: v.cpu()
             for k, v in sim.pair_metrics(on_device, max_components=max_components).items()
         }
-        cpu["batched"].append(time.process_time() - start)
 
     def loop() -> None:
-        start = time.process_time()
         results["loop"] = ref.unordered_pair_metrics(host, max_components=max_components)
-        cpu["loop"].append(time.process_time() - start)
 
     batched()  # warm-up: kernels and allocator
-    cpu["batched"].clear()
     timings = interleaved({"batched": batched, "loop": loop}, repeats, cuda=dev.type == "cuda")
-    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    cpu_med = timings.cpu_median
     off = ~np.eye(features.shape[0], dtype=bool)
     max_diff = {
         m: float(np.abs(results["batched"][m].double().numpy() - results["loop"][m])[:, off].max())

@@ -316,13 +316,13 @@ def neighbour_scripts_by_language(
     Bengali and other Indic tokens), its translations into the studied languages are not among
     them, however many of its words are single tokens. Scripts most frequent first.
     """
-    tally: dict[str, Counter] = {}
+    found: dict[str, list[str]] = {}
     for forms in word_tokens.values():
         for lang, tok in forms.items():
-            tally.setdefault(lang, Counter()).update(scripts[i] for i in neighbours[tok])
+            found.setdefault(lang, []).extend(scripts[i] for i in neighbours[tok])
     return {
-        lang: {s: c / sum(counts.values()) for s, c in counts.most_common()}
-        for lang, counts in sorted(tally.items())
+        lang: {s: c / len(near) for s, c in script_counts(near).items()}
+        for lang, near in sorted(found.items())
     }
 
 

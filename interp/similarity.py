@@ -60,6 +60,7 @@ __all__ = [
     "cka",
     "cka_from_gram",
     "cosine_gap",
+    "cosine_metrics",
     "group_curves",
     "pair_groups",
     "pair_metrics",
@@ -84,10 +85,6 @@ _DEFAULT_BUDGET = 2**28
 def center(x: Features) -> Features:
     """Subtract each language's mean at each layer (per-language mean-centring)."""
     return x - x.mean(-2, keepdim=True)
-
-
-def _unit(x: Tensor) -> Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _as_float(x: Tensor) -> Tensor:
@@ -191,7 +188,8 @@ def retrieval(
     Args:
         x: parallel features.
         k: neighbours in the margin's denominator (clipped to the number of sentences).
-        budget: bytes the cosine matrices of one chunk of layers may take.
+        budget: bytes the cosine matrices of one chunk of layers may take (at most
+            ``_STREAM_BUDGET``, 32 MiB, whatever is given: chunks that fit in cache are faster).
 
     Returns:
         ``(p1_cos, p1_margin)``, each ``[layer, lang, lang]``: entry ``[l, a, b]`` is the share of
@@ -336,6 +334,15 @@ def svcca(
     return values.to(_as_float(x).dtype)
 
 
+def cosine_metrics(
+    x: Features, *, k: int = 4, budget: int = _DEFAULT_BUDGET
+) -> dict[str, PairValues]:
+    """``cos_gap``, ``p1_cos`` and ``p1_margin``: the metrics per-language centring changes."""
+    u = _unit_by_layer(x)
+    p_cos, p_margin = _retrieval(u, k=k, budget=budget)
+    return {"cos_gap": _cosine_gap(u), "p1_cos": p_cos, "p1_margin": p_margin}
+
+
 def pair_metrics(
     x: Features,
     *,
@@ -348,14 +355,10 @@ def pair_metrics(
 
     CKA and SVCCA read one centred Gram matrix per language and layer, computed once.
     """
-    u = _unit_by_layer(x)
-    p_cos, p_margin = _retrieval(u, k=k, budget=budget)
+    values = cosine_metrics(x, k=k, budget=budget)
     gram = centred_gram(x, budget=budget)
-    dtype = p_cos.dtype
-    return {
-        "cos_gap": _cosine_gap(u),
-        "p1_cos": p_cos,
-        "p1_margin": p_margin,
+    dtype = values["p1_cos"].dtype
+    return values | {
         "cka": cka_from_gram(gram).to(dtype),
         "svcca": svcca_from_gram(
             gram, variance=variance, max_components=max_components, budget=budget

@@ -13,7 +13,7 @@ from tiny import PROMPTS, save_tiny
 
 from interp import Ablate, Add, PolylensError, extract, intervene, load_model, orthogonalize
 from interp.lens import apply_lens, first_tokens
-from interp.placement import execution_device, is_offloaded
+from interp.placement import execution_device, is_offloaded, main_device
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,24 @@ def test_the_device_map_is_really_in_effect(spread):
     assert hasattr(spread.blocks[1], "_hf_hook") and hasattr(spread.final_norm, "_hf_hook")
     assert execution_device(spread.final_norm) == torch.device("cpu")
     assert spread.device == torch.device("cpu")
+
+
+def test_placement_reads_accelerates_hooks_and_device_map():
+    """The GPU cases, without a GPU: devices are only named, never used."""
+    module = torch.nn.Linear(2, 2)
+    assert execution_device(module) == torch.device("cpu")  # no hook: its weight's device
+    module._hf_hook = type("Hook", (), {"execution_device": "cuda:1"})()
+    assert execution_device(module) == torch.device("cuda", 1)
+    no_device = type("Hook", (), {"execution_device": None})()
+    module._hf_hook = type("SequentialHook", (), {"hooks": [no_device, module._hf_hook]})()
+    assert execution_device(module) == torch.device("cuda", 1)
+    spread_over = type(
+        "HF", (), {"hf_device_map": {"embed": "cpu", "a": "cuda:1", "b": "cuda:0", "c": "disk"}}
+    )
+    assert main_device(spread_over()) == torch.device("cuda", 1)
+    assert main_device(type("HF", (), {"hf_device_map": {"a": "cpu", "b": "disk"}})()) == (
+        torch.device("cpu")
+    )
 
 
 def test_extraction_equals_the_plain_model(plain, spread):
