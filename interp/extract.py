@@ -145,6 +145,7 @@ def plan_extraction(
     empty = [i for i, ids in enumerate(token_ids) if not ids]
     if empty:
         raise PolylensError(f"prompt {empty[0]} tokenizes to nothing; remove empty prompts")
+    model.check_context([len(ids) for ids in token_ids])  # before any forward pass
     named = tuple(parse_sites(model, sites)) if sites is not None else ()
     widths = {site.name: site_width(model, site) for site in named}
     if len(set(widths.values())) > 1:
@@ -303,15 +304,15 @@ def extract_to_store(
     rank, world = _rank_and_world()
     store.begin_entry(key, plan.prompts)
     n = len(plan.prompts)
-    mine = store.shard_starts(n)[rank::world]
-    todo = [s for s in mine if not store.has_verified_shard(key, s)]
-    total = sum(min(store.shard_size, n - s) for s in mine)
+    mine = store.shard_ranges(n)[rank::world]
+    todo = [(a, b) for a, b in mine if not store.has_verified_shard(key, a, b)]
+    total = sum(b - a for a, b in mine)
     with tqdm(total=total, desc="extract", unit="prompt", disable=not progress or rank > 0) as bar:
-        bar.update(total - sum(min(store.shard_size, n - s) for s in todo))
-        for start in todo:
+        bar.update(total - sum(b - a for a, b in todo))
+        for start, stop in todo:
             flat, offsets = extract_rows(
                 plan,
-                range(start, min(start + store.shard_size, n)),
+                range(start, stop),
                 backend=backend,
                 batch_size=batch_size,
                 backend_options=backend_options,

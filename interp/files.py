@@ -16,12 +16,14 @@ Only ``json`` and ``safetensors`` parse files here. This module sits under every
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,22 +62,55 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+class NoSpaceError(PolylensError):
+    """The disk filled up while a file was written (nothing half-written was left in place)."""
+
+    def __init__(self, path: str | Path, needed: int) -> None:
+        path = Path(path)
+        try:
+            free = f", {shutil.disk_usage(path.parent).free / 1e6:.1f} MB free"
+        except OSError:
+            free = ""
+        super().__init__(
+            f"no space left on device while writing {path}; {needed / 1e6:.1f} MB needed{free}; "
+            "free some space or write elsewhere"
+        )
+
+
+def _is_no_space(error: BaseException) -> bool:
+    # safetensors reports a full disk as SafetensorError, with the OS message inside its text.
+    return getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
+
+
 @contextmanager
-def _temporary_beside(path: Path) -> Iterator[Path]:
-    """A unique temporary path in ``path``'s directory, removed unless renamed into place."""
+def _temporary_beside(path: Path, needed: Callable[[], int]) -> Iterator[Path]:
+    """A unique temporary path in ``path``'s directory, removed unless renamed into place.
+
+    A full disk becomes ``NoSpaceError`` naming ``path`` and the ``needed()`` bytes.
+    """
     # A random name rather than mkstemp: mkstemp's 0600 mode would follow the file into place,
     # where the user's umask should decide (a store shared by a group stays readable).
     tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
+    except (OSError, SafetensorError) as e:
+        if _is_no_space(e):
+            raise NoSpaceError(path, needed()) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask_mode(tmp: Path) -> int:
+    """Create ``tmp`` empty as ``open`` would (the umask decides its mode); return that mode."""
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return os.stat(tmp).st_mode & 0o777
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically; returns its sha256."""
     path = Path(path)
-    with _temporary_beside(path) as tmp:
+    with _temporary_beside(path, lambda: len(data)) as tmp:
         tmp.write_bytes(data)
         # No fsync: a file torn by power loss fails its checksum and is rewritten, not trusted.
         os.replace(tmp, path)
@@ -97,8 +132,10 @@ def save_safetensors(
 ) -> str:
     """Save ``tensors`` to ``path`` atomically; returns the file's sha256 (to be recorded)."""
     path = Path(path)
-    with _temporary_beside(path) as tmp:
+    with _temporary_beside(path, lambda: sum(t.nbytes for t in tensors.values())) as tmp:
+        mode = _umask_mode(tmp)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)  # safetensors writes 0600 whatever the umask says
         digest = sha256_file(tmp)  # hashed before the rename: no reader can change it first
         os.replace(tmp, path)
     return digest

@@ -4,19 +4,25 @@ An entry's key hashes everything that determines its contents (model fingerprint
 layers, positions, storage dtype), so asking twice reads back instead of recomputing. Layout::
 
     <root>/<key>/prompts.json                    the prompts, in order
-    <root>/<key>/shard-00000.safetensors         prompts [0, shard_size) ...; each atomic
+    <root>/<key>/shard-00000.safetensors         prompts [0, shard_size) ...; each atomic, its
+                                                 header naming its entry and row range
     <root>/<key>/shard-00000.safetensors.sha256  its checksum, written after it (sha256sum format)
     <root>/<key>/manifest.json                   provenance, shapes, sha256 of every file above;
                                                  sealed with a sha256 of its own; written last
 
 An entry is complete only once its manifest exists. Nothing is read back unchecked: a complete
 entry against its manifest, a resumed one shard by shard against the sidecars (a shard without
-one is recomputed). Only keys of the form ``entry_key`` makes are accepted, and only paths inside
-the root are touched. Reads are memory-mapped (``safe_open``) and can land on any device.
+one is recomputed). A checksum proves a shard's bytes, not whose they are, so every shard also
+records in its own header (covered by the checksum) the entry it belongs to and the prompt rows
+it holds: a resume reuses a shard only if both are the ones it would write now (not a shard
+copied from another entry, nor one cut with another shard size), and an entry's shards must
+cover each of its prompts exactly once. Only keys of the form ``entry_key`` makes are accepted,
+and only paths inside the root are touched. Reads are memory-mapped (``safe_open``) and can land
+on any device.
 
 The store holds tensors and manifests and knows nothing of models or extraction: the shard loop
 and its resume live in ``interp.extract``, which calls ``is_complete``, ``begin_entry``,
-``has_verified_shard``, ``write_shard``, ``finish_entry`` and ``load``.
+``shard_ranges``, ``has_verified_shard``, ``write_shard``, ``finish_entry`` and ``load``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from interp.activations import Activations
@@ -41,6 +47,7 @@ from interp.files import (
     atomic_write_json,
     matches_sidecar,
     read_sealed_json,
+    read_sidecar,
     save_safetensors,
     sha256_file,
     write_sealed_json,
@@ -132,16 +139,23 @@ class ActivationStore:
         entry.mkdir(parents=True, exist_ok=True)
         atomic_write_json(entry / PROMPTS, list(prompts), indent=None)
 
-    def shard_starts(self, n_prompts: int) -> range:
-        """The first prompt of each shard of an entry of ``n_prompts`` prompts."""
-        return range(0, n_prompts, self.shard_size)
+    def shard_ranges(self, n_prompts: int) -> list[tuple[int, int]]:
+        """The prompt rows ``[start, stop)`` of each shard of an entry of ``n_prompts`` prompts."""
+        return [
+            (start, min(start + self.shard_size, n_prompts))
+            for start in range(0, n_prompts, self.shard_size)
+        ]
 
-    def has_verified_shard(self, key: str, start: int) -> bool:
-        """Whether the shard starting at prompt ``start`` is on disk and matches its sidecar.
+    def has_verified_shard(self, key: str, start: int, stop: int) -> bool:
+        """Whether the shard of rows ``[start, stop)`` of entry ``key`` is on disk, intact and its.
 
-        A shard without a sidecar, or one that differs from it, is to be recomputed.
+        A shard without a sidecar, one that differs from it, one whose header names another
+        entry (copied in) or other rows (cut with another shard size) is to be recomputed.
         """
-        return matches_sidecar(self._entry(key) / self._shard_name(start)) is not None
+        path = self._entry(key) / self._shard_name(start)
+        if matches_sidecar(path) is None:
+            return False
+        return _shard_header(path) == (key, start, stop)
 
     def write_shard(
         self,
@@ -150,28 +164,35 @@ class ActivationStore:
         flat: Float[Tensor, "row layer d_model"],
         offsets: Int[Tensor, " prompt_plus_one"],
     ) -> None:
-        """Write the shard starting at prompt ``start`` atomically, then its checksum sidecar."""
+        """Write the shard of prompts ``start ..`` atomically, then its checksum sidecar.
+
+        Its header records the entry and the rows it holds (one per entry of ``offsets`` but
+        the first), so it cannot pass for another entry's shard or another row range.
+        """
         path = self._entry(key) / self._shard_name(start)
+        stop = start + len(offsets) - 1
+        header = {"entry": key, "start": str(start), "stop": str(stop)}
         # Shard first, then its checksum: a kill in between leaves a shard that is redone.
-        write_sidecar(path, save_safetensors(path, {"acts": flat, "offsets": offsets}))
+        write_sidecar(path, save_safetensors(path, {"acts": flat, "offsets": offsets}, header))
 
     def finish_entry(self, key: str, meta: dict, **extra: object) -> None:
         """Seal the manifest of entry ``key`` (``meta`` and ``extra``, shapes, every checksum).
 
         ``meta`` is the provenance the key was made from (``entry_key(meta) == key``) and holds
-        ``n_prompts``; every shard must be written and match its sidecar.
+        ``n_prompts``; every shard must be written, match its sidecar and hold its own rows.
+        Shards left by an earlier attempt with another shard size are removed.
         """
         entry = self._entry(key)
         # Hashed again as the manifest is sealed: another process may have replaced a shard.
         shards = {}
-        for start in self.shard_starts(meta["n_prompts"]):
+        for start, stop in self.shard_ranges(meta["n_prompts"]):
             name = self._shard_name(start)
-            shards[name] = matches_sidecar(entry / name)
-            if shards[name] is None:
+            if not self.has_verified_shard(key, start, stop):
                 raise PolylensError(
                     f"shard {name} of store entry {key} changed while it was extracted "
                     "(another process writing the same entry?); run the extraction again"
                 )
+            shards[name] = read_sidecar(entry / name)
         manifest = {
             **meta,
             "key": key,
@@ -181,6 +202,10 @@ class ActivationStore:
             "shards": shards,
         }
         write_sealed_json(entry / MANIFEST, manifest)
+        for stale in entry.iterdir():
+            shard = stale.name.removesuffix(".sha256")
+            if _SHARD_PATTERN.fullmatch(shard) and shard not in shards:
+                stale.unlink(missing_ok=True)
 
     def _shard_name(self, start: int) -> str:
         return f"shard-{start // self.shard_size:05d}.safetensors"
@@ -272,7 +297,36 @@ class ActivationStore:
                     f"{name} of store entry {key} is corrupted (sha256 mismatch); "
                     f"{self._remedy(key)}"
                 )
-        return problems
+        return problems or self._coverage_problems(key, manifest)
+
+    def _coverage_problems(self, key: str, manifest: dict) -> list[str]:
+        """Whether the shards, in order, hold each of the entry's prompts exactly once.
+
+        Reads only the shards' headers. A shard whose header names its entry and rows (every
+        shard this version writes) must name this entry and continue where the last one ended;
+        the row counts must add up to ``n_prompts`` either way.
+        """
+        entry, covered = self.root / key, 0
+        for name in manifest["shards"]:
+            header = _shard_header(entry / name)
+            rows = _shard_rows(entry / name)
+            if header is not None and header[0] != key:
+                return [
+                    f"{name} of store entry {key} holds the activations of entry {header[0]}; "
+                    f"{self._remedy(key)}"
+                ]
+            if header is not None and (header[1], header[2]) != (covered, covered + rows):
+                return [
+                    f"{name} of store entry {key} holds prompts {header[1]}..{header[2] - 1} "
+                    f"where prompts {covered}.. belong; {self._remedy(key)}"
+                ]
+            covered += rows
+        if covered != manifest["n_prompts"]:
+            return [
+                f"the shards of store entry {key} hold {covered} prompts but the entry has "
+                f"{manifest['n_prompts']}; {self._remedy(key)}"
+            ]
+        return []
 
     def ls(self) -> list[dict]:
         """One summary per entry: ``status`` complete, incomplete or corrupt (with ``problem``).
@@ -327,3 +381,22 @@ class ActivationStore:
         if not entry.is_dir():
             raise PolylensError(f"no store entry {key!r} in {self.root}")
         shutil.rmtree(entry)
+
+
+def _shard_header(path: Path) -> tuple[str, int, int] | None:
+    """The entry and rows ``[start, stop)`` a shard's header names; None if it names none."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError):
+        return None
+    try:
+        return meta["entry"], int(meta["start"]), int(meta["stop"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _shard_rows(path: Path) -> int:
+    """How many prompts a shard holds (its ``offsets`` has one more entry), from its header."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_slice("offsets").get_shape()[0] - 1

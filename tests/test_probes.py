@@ -169,8 +169,29 @@ def test_probe_artifact_round_trip(tmp_path):
     assert info["layers"] == [0, 1, 2] and "polylens_version" in info
     with pytest.raises(PolylensError, match="was fitted on"):
         load_probe(path, tiny_model("llama", seed=3))
-    with pytest.raises(PolylensError, match="no probe at"):
+    with pytest.raises(PolylensError, match="no probe 'missing' in"):
         load_probe(tmp_path / "missing")
+
+
+def test_a_dot_in_a_probe_name_is_part_of_the_name(tmp_path):
+    x, y = synthetic()
+    weak, strong = fit_logistic(x, y, C=0.1), fit_logistic(x, y, C=0.5)
+    first = save_probe(weak, tmp_path / "probe_C0.1", {"C": 0.1})
+    second = save_probe(strong, tmp_path / "probe_C0.5", {"C": 0.5})
+    assert first.name == "probe_C0.1.safetensors" and second.name == "probe_C0.5.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "probe_C0.1.json",
+        "probe_C0.1.safetensors",
+        "probe_C0.5.json",
+        "probe_C0.5.safetensors",
+    ]
+    # Each name reads back its own probe, by its name or by either of its files.
+    for name, probe, c in (("probe_C0.1", weak, 0.1), ("probe_C0.5", strong, 0.5)):
+        for path in (tmp_path / name, tmp_path / f"{name}.safetensors", tmp_path / f"{name}.json"):
+            back, info = load_probe(path)
+            assert info["C"] == c
+            torch.testing.assert_close(back.weight, probe.weight)
+    assert not torch.allclose(weak.weight, strong.weight)
 
 
 def test_knowledge_labels(monkeypatch):

@@ -323,3 +323,104 @@ def test_two_identical_extractions_at_once_stay_consistent(model_dir, tmp_path):
     assert row["complete"] and store.verify(row["key"]) == []
     model = interp.load_model(str(model_dir))
     assert torch.equal(store.load(row["key"]).tensor, _clean(model, tmp_path).tensor)
+
+
+# -- a resumed entry reuses only its own shards, with its own row ranges ----------------------
+def _drop_manifest(store, key):
+    (store.root / key / "manifest.json").unlink()
+
+
+def test_resume_with_another_shard_size_keeps_every_row(llama, tmp_path):
+    small = ActivationStore(tmp_path, shard_size=6)
+    first = interp.extract(llama, MANY, store=small, progress=False)
+    key = entry_key(first.meta)
+    _drop_manifest(small, key)
+    # shard-00000 holds rows 0..5; with shard size 16 it would hold 0..15: it must be redone.
+    big = ActivationStore(tmp_path, shard_size=16)
+    again = interp.extract(llama, MANY, store=big, progress=False)
+    assert again.tensor.shape == first.tensor.shape == (len(MANY), llama.n_layers, llama.d_model)
+    assert_close_to_scale(again.tensor, first.tensor, SAME_MATH)
+    assert big.verify(key) == []
+    # The earlier cut's leftover shards are gone; the manifest names exactly the ones on disk.
+    names = sorted(p.name for p in (tmp_path / key).glob("shard-*.safetensors"))
+    assert (
+        names
+        == sorted(big.manifest(key)["shards"])
+        == [
+            "shard-00000.safetensors",
+            "shard-00001.safetensors",
+        ]
+    )
+
+
+def test_foreign_shard_in_an_incomplete_entry_is_recomputed(llama, tmp_path):
+    store = ActivationStore(tmp_path, shard_size=6)
+    en = interp.extract(llama, MANY, store=store, progress=False)
+    fr_prompts = [p + " fr" for p in MANY]
+    fr = interp.extract(llama, fr_prompts, store=store, progress=False)
+    en_key, fr_key = entry_key(en.meta), entry_key(fr.meta)
+    _drop_manifest(store, en_key)
+    for suffix in ("", ".sha256"):  # the shard and its (valid) checksum, copied together
+        name = "shard-00000.safetensors" + suffix
+        (tmp_path / en_key / name).write_bytes((tmp_path / fr_key / name).read_bytes())
+    again = interp.extract(llama, MANY, store=store, progress=False)
+    assert store.verify(en_key) == []
+    assert torch.equal(again.tensor, en.tensor)
+    assert not torch.equal(again.tensor[:6], fr.tensor[:6])
+
+
+def _reseal(store, key, **changes):
+    from interp.files import read_sealed_json, write_sealed_json
+
+    path = store.root / key / "manifest.json"
+    manifest = read_sealed_json(path, remedy="")
+    write_sealed_json(path, {**manifest, **changes})
+
+
+def test_verify_finds_shards_that_do_not_cover_the_prompts(llama, tmp_path):
+    store = ActivationStore(tmp_path, shard_size=6)
+    key = entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
+    shards = store.manifest(key)["shards"]
+    # A manifest that lists one shard fewer, consistently sealed: every checksum still matches.
+    _reseal(store, key, shards=dict(list(shards.items())[:-1]))
+    (problem,) = store.verify(key)
+    assert f"hold 18 prompts but the entry has {len(MANY)}" in problem
+    assert "polylens cache rm" in problem
+    with pytest.raises(interp.PolylensError, match="hold 18 prompts"):
+        store.load(key, verify=False)
+    # Two shards swapped: the rows add up but not in their order.
+    names = list(shards)
+    _reseal(
+        store,
+        key,
+        shards={names[1]: shards[names[1]], names[0]: shards[names[0]]}
+        | {n: shards[n] for n in names[2:]},
+    )
+    (problem,) = store.verify(key)
+    assert "holds prompts 6..11 where prompts 0.. belong" in problem
+
+
+def test_verify_finds_a_shard_of_another_entry(llama, tmp_path):
+    store = ActivationStore(tmp_path, shard_size=6)
+    en_key = entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
+    fr = interp.extract(llama, [p + " fr" for p in MANY], store=store, progress=False)
+    fr_key = entry_key(fr.meta)
+    name = "shard-00000.safetensors"
+    (tmp_path / en_key / name).write_bytes((tmp_path / fr_key / name).read_bytes())
+    shards = store.manifest(en_key)["shards"]
+    _reseal(store, en_key, shards={**shards, name: store.manifest(fr_key)["shards"][name]})
+    (problem,) = store.verify(en_key)
+    assert f"holds the activations of entry {fr_key}" in problem
+
+
+def test_shards_get_the_mode_the_umask_gives(llama, tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        store = ActivationStore(tmp_path, shard_size=6)
+        key = entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / key).iterdir()}
+    assert set(modes.values()) == {0o644}, modes
