@@ -31,7 +31,7 @@ from interp.consistency import (
 )
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
-from interp.factual import generation_correct, prior_correct, rank_candidates
+from interp.factual import continuation, generation_correct, prior_correct, rank_candidates
 from interp.factual_data import (
     bundled_facts,
     country_languages,
@@ -118,6 +118,29 @@ def load_facts(config: FactualConfig) -> tuple[list, str, dict[str, str]]:
     return with_demonstrations(facts, config.n_demos, config.seed, pool=pool), source, fact_language
 
 
+def _check_lengths(model, config: FactualConfig, facts) -> None:
+    """Every prompt and its longest candidate fit the model's context, before any forward pass.
+
+    Generation adds ``max_new_tokens`` on top of the prompt; the error names the fact and, for
+    user data, its file.
+    """
+    prompts = model.tokenize([f.prompt for f in facts])
+    lengths = []
+    for f, ids in zip(facts, prompts):
+        conts = [continuation(f.prompt, c, f.lang) for c in f.candidates]
+        longest = max(len(c) for c in model.tokenizer(conts, add_special_tokens=False)["input_ids"])
+        lengths.append(len(ids) + max(longest, config.max_new_tokens))
+
+    def where(i: int) -> str:
+        f = facts[i]
+        if config.data is None:
+            return f"bundled fact {f.fact_id!r} ({f.lang}, with its demonstrations and answer)"
+        path = Path(config.data).expanduser() / f"{f.lang}.tsv"
+        return f"facts file {path}: fact {f.fact_id!r} (with its demonstrations and answer)"
+
+    model.check_context(lengths, where, remedy="shorten its prompt or lower n_demos")
+
+
 def _draw_ids(facts, n: int, seed: int) -> set[str]:
     """``n`` fact ids per relation, drawn with the seed."""
     by_relation: dict[str, list[str]] = {}
@@ -139,6 +162,7 @@ def run(config: FactualConfig) -> Path:
     seed_everything(config.seed)
     facts, source, fact_language = load_facts(config)
     model = load_model(config.model, device=config.device)
+    _check_lengths(model, config, facts)
     out = ResultDir(NAME, config)
     langs = config.langs
     ranking = rank_candidates(

@@ -84,11 +84,37 @@ def _sentences(config: AlignmentConfig) -> tuple[dict[str, list[str]], str]:
         data = {lang: [r.text for r in records if r.lang == lang] for lang in config.langs}
         source = f"parallel (sha256 {dataset_sha256('parallel')[:12]})"
     n = len(next(iter(data.values())))
+    where = (
+        f"parallel directory {config.parallel_dir}"
+        if config.parallel_dir is not None
+        else "the bundled parallel set"
+    )
+    if n < 2:
+        raise PolylensError(f"{where} has {n} sentence(s) per language; give at least 2")
+    if config.k >= n:
+        # The config checks k against n_sentences; the data's own count is known only now.
+        raise PolylensError(
+            f"{where} has {n} sentences per language; k={config.k} must be smaller (the ratio "
+            "margin compares each sentence with its k nearest others); lower k or add sentences"
+        )
     if config.n_sentences is not None:
         n = min(n, config.n_sentences)
-    if n < 2:
-        raise PolylensError("need at least 2 parallel sentences")
     return {lang: lines[:n] for lang, lines in data.items()}, source
+
+
+def _check_lengths(model, config: AlignmentConfig, sentences: dict[str, list[str]]) -> None:
+    """Every sentence fits the model's context: refused before any forward pass, by file:line."""
+    for lang, lines in sentences.items():
+        if config.parallel_dir is not None:
+            path = Path(config.parallel_dir).expanduser() / f"{lang}.txt"
+            where = f"parallel file {path}:{{}}"
+        else:
+            where = f"bundled parallel sentence {{}} ({lang})"
+        model.check_context(
+            [len(ids) for ids in model.tokenize(lines)],
+            lambda i, where=where: where.format(i + 1),
+            remedy="shorten that sentence, or drop its line from every file",
+        )
 
 
 def _summary(curve: torch.Tensor, layers: list[int]) -> dict:
@@ -107,6 +133,7 @@ def run(config: AlignmentConfig) -> Path:
     seed_everything(config.seed)
     sentences, source = _sentences(config)
     model = load_model(config.model, device=config.device)
+    _check_lengths(model, config, sentences)
     store = ActivationStore(config.store)
     out = ResultDir(NAME, config)
     langs, layers = config.langs, list(range(model.n_layers))

@@ -6,6 +6,7 @@ mistake is reported before a model loads or a computation runs, not after.
 
 from __future__ import annotations
 
+import codecs
 import tempfile
 from pathlib import Path
 
@@ -97,16 +98,43 @@ def write_output_file(path: str | Path, text: str) -> None:
 
 
 def read_text_file(path: str | Path, what: str) -> str:
-    """The UTF-8 text of a user's file, or one line naming the file and what is wrong."""
+    """The UTF-8 text of a user's file, or one line naming the file and what is wrong.
+
+    A leading UTF-8 byte-order mark (as Windows editors write) is dropped, as ``utf-8-sig``
+    does; offsets in the error count the file's bytes, the mark included.
+
+    Args:
+        path: the user's file.
+        what: what the file is, for the error (``"prompt file"``, ``"config file"``).
+
+    Raises:
+        PolylensError: the file is missing, cannot be read (``OSError``) or is not UTF-8.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise PolylensError(f"{what} {path} does not exist or is not a file")
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+    except OSError as e:
+        raise PolylensError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         raise PolylensError(
             f"{what} {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-            f"{e.start}); save it as UTF-8"
+            f"{e.start + skip}); save it as UTF-8"
         ) from None
-    except OSError as e:
-        raise PolylensError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def split_lines(text: str) -> list[str]:
+    r"""The lines of a user's text file, split on ``\n`` only, a trailing ``\r`` dropped.
+
+    Unlike ``str.splitlines``, characters such as ``\v``, ``\f``, ``\x1c`` or U+2028 stay
+    inside their line, so line i of the list is line i + 1 of the file (CRLF files included).
+    A final newline ends the last line; it opens no new one.
+    """
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]

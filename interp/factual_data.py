@@ -17,14 +17,12 @@ it is dropped); ``candidates`` is ``|``-separated, in the same concept order in 
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from interp.checks import read_text_file
+from interp.checks import read_text_file, split_lines
 from interp.data import load
 from interp.data.languages import LANGUAGES
 from interp.data.user import language_files
@@ -50,6 +48,8 @@ class _Row:
     prompt: str
     answer: str
     candidates: tuple[str, ...]
+    line: int
+    """The row's line number in its file (1 is the header's, if no blank line precedes it)."""
 
 
 def bundled_facts(
@@ -202,35 +202,38 @@ def with_demonstrations(
 
 
 def read_mlama_dir(directory: str | Path, langs: Sequence[str]) -> list[FactPrompt]:
-    """Facts from ``<directory>/<lang>.tsv`` in the mLAMA shape (see the module docstring).
+    r"""Facts from ``<directory>/<lang>.tsv`` in the mLAMA shape (see the module docstring).
+
+    Files are UTF-8 (a byte-order mark is dropped), lines end with ``\n`` or ``\r\n``, blank
+    lines are skipped; errors name the file and its real line number.
 
     Raises:
-        PolylensError: one line for a missing directory or language file, an empty file, missing
-            columns, a row without ``<mask>`` or with an empty field, an answer that is not among
-            its candidates, or rows that are not the same facts in every language (ids differ,
-            other row counts, other candidate counts).
+        PolylensError: one line for a missing directory or language file, an unreadable or empty
+            file, a header without rows, missing columns, a row without ``<mask>`` or with an
+            empty field, an answer that is not among its candidates, or rows that are not the
+            same facts in every language (ids differ, other row counts, other candidate counts).
     """
     paths = language_files(directory, langs, "{lang}.tsv", "facts")
     tables = {lang: _read_tsv(path) for lang, path in paths.items()}
     first_lang = langs[0]
-    first = tables[first_lang]
+    first, first_path = tables[first_lang], paths[first_lang]
     for lang in langs[1:]:
-        rows = tables[lang]
+        rows, path = tables[lang], paths[lang]
         if len(rows) != len(first):
             raise PolylensError(
-                f"{directory / (lang + '.tsv')} has {len(rows)} rows but {first_lang}.tsv has "
-                f"{len(first)}; row i must be the same fact in every language"
+                f"{path} has {len(rows)} rows but {first_path.name} has {len(first)}; row i must "
+                "be the same fact in every language"
             )
-        for i, (a, b) in enumerate(zip(first, rows), 2):
+        for a, b in zip(first, rows):
             if a.fact_id != b.fact_id:
                 raise PolylensError(
-                    f"{directory / (lang + '.tsv')}:{i} has id {b.fact_id!r} but "
-                    f"{first_lang}.tsv:{i} has {a.fact_id!r}; align the rows by fact"
+                    f"{path}:{b.line} has id {b.fact_id!r} but {first_path.name}:{a.line} has "
+                    f"{a.fact_id!r}; align the rows by fact"
                 )
             if len(a.candidates) != len(b.candidates):
                 raise PolylensError(
-                    f"{directory / (lang + '.tsv')}:{i} has {len(b.candidates)} candidates but "
-                    f"{first_lang}.tsv:{i} has {len(a.candidates)}; candidate j must be the "
+                    f"{path}:{b.line} has {len(b.candidates)} candidates but "
+                    f"{first_path.name}:{a.line} has {len(a.candidates)}; candidate j must be the "
                     "same answer in every language"
                 )
     return [
@@ -250,25 +253,35 @@ def read_mlama_dir(directory: str | Path, langs: Sequence[str]) -> list[FactProm
 
 
 def _read_tsv(path: Path) -> list[_Row]:
-    text = read_text_file(path, "facts file")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    # Split on \n only (str.splitlines would also split on \v, \f, \x1c... inside a field) and
+    # keep each line's number in the file: blank lines are skipped, not renumbered.
+    numbered = [
+        (i, line)
+        for i, line in enumerate(split_lines(read_text_file(path, "facts file")), 1)
+        if line.strip()
+    ]
+    if not numbered:
         raise PolylensError(
             f"facts file {path} is empty; give a header ({chr(9).join(TSV_COLUMNS)}) and one row "
             "per fact"
         )
-    reader = csv.DictReader(io.StringIO("\n".join(lines)), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = reader.fieldnames or []
+    header = [name.strip() for name in numbered[0][1].split("\t")]
     missing = [c for c in TSV_COLUMNS if c not in header]
     if missing:
         raise PolylensError(
             f"facts file {path} lacks the column {missing[0]!r}; the header must name "
             f"{', '.join(TSV_COLUMNS)} (tab-separated)"
         )
+    if len(numbered) == 1:
+        raise PolylensError(
+            f"facts file {path} has a header but no rows; add one row per fact below it"
+        )
+    column = {c: header.index(c) for c in TSV_COLUMNS}
     rows, seen = [], set()
-    for i, rec in enumerate(reader, 2):
+    for i, line in numbered[1:]:
         where = f"{path}:{i}"
-        values = {c: (rec.get(c) or "").strip() for c in TSV_COLUMNS}
+        fields = line.split("\t")
+        values = {c: (fields[k] if k < len(fields) else "").strip() for c, k in column.items()}
         empty = [c for c in TSV_COLUMNS if not values[c]]
         if empty:
             raise PolylensError(f"{where} has an empty {empty[0]!r} field; fill it or drop the row")
@@ -287,5 +300,5 @@ def _read_tsv(path: Path) -> list[_Row]:
             raise PolylensError(
                 f"{where}: the answer {values['answer']!r} is not among its candidates; add it"
             )
-        rows.append(_Row(values["id"], values["relation"], prompt, values["answer"], candidates))
+        rows.append(_Row(values["id"], values["relation"], prompt, values["answer"], candidates, i))
     return rows

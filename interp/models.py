@@ -7,13 +7,14 @@ that ``interp.architectures`` knows.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = ["DEFAULT_MODEL", "EMBEDDED", "EmbeddedModel", "LoadedModel", "cache_d
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
+# A stated context length at least this large is transformers' "no limit" placeholder (1e30).
+_NO_LIMIT = 10**9
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,54 @@ class LoadedModel:
         return getattr(self.hf.config, attr, None) if attr else None
 
     @property
+    def context_length(self) -> int | None:
+        """Most tokens the model reads at once, or None where neither config nor tokenizer says.
+
+        The config's ``max_position_embeddings`` (its text config's, for multimodal models),
+        else the tokenizer's ``model_max_length`` when it states a real limit (transformers
+        writes a huge placeholder when it knows none).
+        """
+        config = self.hf.config.get_text_config()
+        for value in (
+            getattr(config, "max_position_embeddings", None),
+            getattr(self.tokenizer, "model_max_length", None),
+        ):
+            if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
+                return value
+        return None
+
+    def check_context(
+        self,
+        lengths: Sequence[int],
+        where: Callable[[int], str] = "prompt {}".format,
+        *,
+        remedy: str = "shorten or split it",
+    ) -> None:
+        """Refuse, before any forward pass, a sequence longer than ``context_length``.
+
+        A longer prompt would run past the model's positions and, for a long enough text, try
+        to allocate attention far beyond any memory.
+
+        Args:
+            lengths: token counts, one per sequence.
+            where: names sequence i for the error (default ``"prompt i"``).
+            remedy: what the user should do, for the error.
+
+        Raises:
+            PolylensError: one line naming the first sequence that is too long, its length and
+                the limit.
+        """
+        limit = self.context_length
+        if limit is None:
+            return
+        for i, n in enumerate(lengths):
+            if n > limit:
+                raise PolylensError(
+                    f"{where(i)} is {n} tokens long, more than the {limit} tokens model "
+                    f"{self.name!r} reads at once; {remedy}"
+                )
+
+    @property
     def device(self) -> torch.device:
         """Where inputs go and results are gathered: where the embedding computes.
 
@@ -233,6 +284,7 @@ class LoadedModel:
                 (little padding) and memory peaks at the first batch.
         """
         ids = self.tokenize(prompts)
+        self.check_context([len(x) for x in ids])
         order = list(range(len(ids)))
         if longest_first:
             order.sort(key=lambda i: -len(ids[i]))
@@ -425,7 +477,17 @@ def _check_model_dir(path: Path) -> None:
     if not config.is_file():
         raise PolylensError(f"{path} has no config.json; point at a Hugging Face model directory")
     try:
-        values = json.loads(config.read_bytes().decode("utf-8"))
+        data = config.read_bytes()
+    except OSError as e:
+        raise PolylensError(f"cannot read {config}: {e.strerror or e}") from None
+    if data.startswith(codecs.BOM_UTF8):
+        # transformers reads config.json as plain UTF-8: the mark would fail it several frames deep.
+        raise PolylensError(
+            f"{config} starts with a UTF-8 byte-order mark, which transformers cannot read; "
+            "save it as UTF-8 without the mark"
+        )
+    try:
+        values = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PolylensError(
             f"{config} is not valid JSON ({_first_line(e)}); restore the model's config.json"
@@ -442,8 +504,11 @@ def _check_model_dir(path: Path) -> None:
 
 def _check_gguf(path: Path) -> None:
     """Every GGUF file starts with the magic bytes ``GGUF``."""
-    with open(path, "rb") as f:
-        magic = f.read(4)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise PolylensError(f"cannot read {path}: {e.strerror or e}") from None
     if magic != b"GGUF":
         raise PolylensError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
 

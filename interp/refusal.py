@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.checks import read_text_file
 from interp.data.refusal import DIALOGUES
 from interp.data.user import language_files
 from interp.errors import PolylensError
@@ -160,13 +161,19 @@ def split_items(
 
 
 def read_instruction_file(path: str | Path) -> list[str]:
-    """Instructions of a JSON list of ``{"instruction": ..., "category": ...}`` (public format)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PolylensError(f"{path} does not exist; expected a JSON list of instructions")
+    """Instructions of a JSON list of ``{"instruction": ..., "category": ...}`` (public format).
+
+    Read with ``interp.checks.read_text_file``: UTF-8, a byte-order mark dropped.
+
+    Raises:
+        PolylensError: one line naming the file when it is missing, cannot be read, is not UTF-8
+            or not JSON, is not a list, or has an item without text ``instruction``.
+    """
+    path = Path(path).expanduser()
+    text = read_text_file(path, "instruction file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise PolylensError(f"{path} is not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(data, list):
         raise PolylensError(f"{path} holds a {type(data).__name__}, not a JSON list of items")

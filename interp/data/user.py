@@ -1,7 +1,9 @@
-"""The user's own data in the public formats of each field, checked with one clear error per file.
+r"""The user's own data in the public formats of each field, checked with one clear error per file.
 
 Parallel text comes as public test sets distribute it (FLORES, Tatoeba, WMT): one plain UTF-8
-file per language, one sentence per line, line i of every file the same sentence.
+file per language, one sentence per line, line i of every file the same sentence. Every file is
+read with ``interp.checks.read_text_file`` (a byte-order mark dropped, an unreadable file one
+line) and split on ``\n`` only (``interp.checks.split_lines``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from interp.checks import read_text_file
+from interp.checks import read_text_file, split_lines
 from interp.errors import PolylensError
 
 
@@ -55,17 +57,14 @@ def read_parallel_dir(directory: str | Path, langs: Sequence[str]) -> dict[str, 
         ``{lang: sentences}``, every list the same length.
 
     Raises:
-        PolylensError: the directory or a language's file is missing, a file is not UTF-8, has an
-            empty (or whitespace-only) line, or has another line count than the first file.
+        PolylensError: the directory or a language's file is missing, a file cannot be read or
+            is not UTF-8, has an empty (or whitespace-only) line, or has another line count than
+            the first file.
     """
     out: dict[str, list[str]] = {}
     first: tuple[Path, int] | None = None
     for lang, path in language_files(directory, langs, "{lang}.txt", "parallel").items():
-        text = read_text_file(path, "parallel file")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the final newline ends the last line; it opens no new one
-        lines = [line.removesuffix("\r") for line in lines]
+        lines = split_lines(read_text_file(path, "parallel file"))
         if not lines:
             raise PolylensError(f"parallel file {path} is empty; give one sentence per line")
         empty = next((i for i, line in enumerate(lines, 1) if not line.strip()), None)
