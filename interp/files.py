@@ -56,10 +56,20 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as e:
+        raise unreadable(path, e) from None
     return h.hexdigest()
+
+
+def unreadable(path: str | Path, error: OSError) -> PolylensError:
+    """One line for a file the OS would not let polylens read (permissions, I/O error)."""
+    return PolylensError(
+        f"cannot read {path}: {error.strerror or error}; check its permissions and the disk"
+    )
 
 
 class NoSpaceError(PolylensError):
@@ -189,7 +199,11 @@ def read_sealed_json(path: str | Path, *, remedy: str) -> dict:
     or a seal that does not match the content all raise the same one-line error.
     """
     try:
-        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise unreadable(path, e) from None
+    try:
+        record = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptFileError(path, f"not valid JSON: {e}", remedy) from None
     if not isinstance(record, dict) or not isinstance(record.get(SEAL), str):

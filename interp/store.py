@@ -361,7 +361,7 @@ class ActivationStore:
         if (entry / MANIFEST).is_file():
             try:
                 m = self._read_manifest(entry.name)
-            except CorruptFileError as e:
+            except PolylensError as e:  # corrupted, or unreadable: that entry only
                 row.update(status="corrupt", problem=str(e))
             else:
                 row.update(

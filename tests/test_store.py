@@ -424,3 +424,39 @@ def test_shards_get_the_mode_the_umask_gives(llama, tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / key).iterdir()}
     assert set(modes.values()) == {0o644}, modes
+
+
+def test_an_unreadable_store_file_is_one_line(llama, tmp_path, monkeypatch):
+    import builtins
+    from pathlib import Path
+
+    import interp.files as files
+
+    store = ActivationStore(tmp_path, shard_size=6)
+    key = entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)
+    shard = tmp_path / key / "shard-00001.safetensors"
+
+    def guarded_open(path, *args, **kwargs):
+        if Path(path) == shard:
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", guarded_open, raising=False)
+    with pytest.raises(interp.PolylensError) as e:
+        store.load(key)
+    assert str(e.value) == (
+        f"cannot read {shard}: Permission denied; check its permissions and the disk"
+    )
+    real_read_bytes = Path.read_bytes
+    manifest = tmp_path / key / "manifest.json"
+
+    def guarded_read_bytes(path):
+        if path == manifest:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", guarded_read_bytes)
+    with pytest.raises(interp.PolylensError, match=f"cannot read {manifest}: Permission denied"):
+        store.manifest(key)
+    (row,) = store.ls()  # the listing goes on, that entry marked
+    assert row["status"] == "corrupt" and "Permission denied" in row["problem"]
