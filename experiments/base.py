@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from experiments.fields import Range, at_least, validate_fields
+from experiments.fields import Range, at_least, repeated, validate_fields
 from experiments.results import Figure, ResultDir
 from interp.checks import check_device, read_text_file
 from interp.data import DEFAULT_LANGS
@@ -62,10 +62,36 @@ class ExperimentConfig:
             self.langs = self.langs.split(",")
         validate_fields(self)
         self.langs = check_langs(self.langs)
+        twice = repeated(self.langs)
+        if twice is not None:
+            # Counted twice, a language would weigh double in every mean over languages.
+            raise PolylensError(
+                f"config field langs = {self.langs!r} is not valid: {twice!r} is listed twice; "
+                "give each language once"
+            )
         try:
             check_device(self.device)
         except PolylensError as e:
             raise PolylensError(f"config field device: {e}") from None
+        if self.store is not None:
+            check_store_dir(self.store)
+
+
+def check_store_dir(store: str) -> None:
+    """Refuse an activation store path that can never be a directory (a file, or under one).
+
+    Not a writability check: a read-only store whose entries are complete still serves them.
+    """
+    path = Path(store)
+    what = f"config field store = {store!r}"
+    remedy = "give a directory for the activation store (or leave store out: the cache)"
+    if path.exists() and not path.is_dir():
+        raise PolylensError(f"{what}: {path} is an existing file, not a directory; {remedy}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PolylensError(f"{what}: {parent} is a file, not a directory; {remedy}")
+            break
 
 
 def load_config(

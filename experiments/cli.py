@@ -5,31 +5,39 @@ it sits on top of the library (``interp``, ``probes``) and the experiment regist
 below imports it.
 
 Every user error (``PolylensError`` or a bad argument) prints one line to stderr and exits with
-code 2; Ctrl-C prints one line and exits with code 130. Arguments, output paths and input files
-are checked before a model loads.
+code 2, and so does a full disk (any ``OSError`` with errno ENOSPC, named by its file); Ctrl-C
+prints one line and exits with code 130, SIGTERM one line and 143 (128 + 15), both after the
+cleanup a failed command does (an unfinished result directory is removed). Arguments, output
+paths and input files are checked before a model loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from experiments import experiment_list, run_experiment
+from experiments.fields import repeated
 from interp.checks import (
     check_device,
     check_output_dir,
     check_output_file,
     read_text_file,
-    write_output_file,
 )
 from interp.data import cli as data_cli
 from interp.dtypes import DTYPES
 from interp.errors import PolylensError
+from interp.files import atomic_write_text
 from interp.tuned_lens import TunedLensConfig
 
 TUNED_DEFAULTS = TunedLensConfig()
@@ -64,6 +72,19 @@ def _device(text: str) -> str:
         return check_device(text)
     except PolylensError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _langs(text: str) -> str:
+    """An argparse type: comma-separated language codes, each once (returned comma-joined)."""
+    codes = [code.strip() for code in text.split(",")]
+    if "" in codes:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has an empty entry; give comma-separated language codes, e.g. en,fr"
+        )
+    twice = repeated(codes)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice!r} is listed twice; give each language once")
+    return ",".join(codes)
 
 
 class _ExperimentsHelp(argparse.Action):
@@ -180,12 +201,19 @@ def _cmd_cache(args: argparse.Namespace) -> None:
         print(f"removed {args.key}")
 
 
+def _write_out(path: str, text: str) -> None:
+    """Write ``text`` to a file ``check_output_file`` accepted, atomically (never half a file)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
 def _report(result: dict, out: str | None) -> None:
     """Print a benchmark's JSON and write it to ``out``."""
     text = json.dumps(result, indent=2)
     print(text)
     if out:
-        write_output_file(out, text)
+        _write_out(out, text)
 
 
 def _bench(name: str, *fields: str, module: str = "interp.bench") -> Callable:
@@ -248,7 +276,7 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     for r in rows:
         print(f"{r['layer']:5d}  {r['kl_logit_lens']:13.3f}  {r['kl_tuned_lens']:13.3f}")
     if args.out:
-        write_output_file(args.out, json.dumps(rows, indent=2))
+        _write_out(args.out, json.dumps(rows, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompts", help="text file with one prompt per line")
     p.add_argument("--dataset", help="a bundled dataset (see `polylens data ls`)")
-    p.add_argument("--langs", help="comma-separated ISO 639-1 codes (with --dataset)")
+    p.add_argument("--langs", type=_langs, help="comma-separated ISO 639-1 codes (with --dataset)")
     p.add_argument(
         "--layers", default="all", help="'all' or comma-separated indices (0 = embeddings)"
     )
@@ -347,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidate ranking: shared-prefix batches vs one forward per candidate",
     )
     b.add_argument("--n-facts", type=_positive(int), default=100)
-    b.add_argument("--langs", default="en,fr,ja,sw", help="comma-separated language codes")
+    b.add_argument(
+        "--langs", type=_langs, default="en,fr,ja,sw", help="comma-separated language codes"
+    )
     b.add_argument("--max-candidates", type=_positive(int), default=10)
     b.add_argument("--batch-size", type=_positive(int), default=16)
     b.add_argument("--repeats", type=_positive(int), default=1)
@@ -383,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="experiment name (listed below)")
     p.add_argument("--config", default=None, help="YAML file overriding the defaults")
     p.add_argument("--model", default=None, help="model (overrides the config)")
-    p.add_argument("--langs", default=None, help="comma-separated languages (overrides)")
+    p.add_argument(
+        "--langs", type=_langs, default=None, help="comma-separated languages (overrides)"
+    )
     p.add_argument("--out", default=None, help="parent directory of the result (overrides)")
     p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
     p.set_defaults(func=_cmd_run)
@@ -401,18 +433,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its cleanup runs as for Ctrl-C.
+
+    Not an ``Exception``: no "one experiment failed, go on" handler swallows it.
+    """
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises ``Terminated``; the previous handler comes back after.
+
+    A second SIGTERM while the first one's cleanup runs is ignored. Only the main thread can
+    install handlers; elsewhere, and where the handler in place was not set from Python (it
+    could not be put back), nothing changes.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    fired = False
+
+    def terminate(signum, frame):
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        try:
+            fired = True  # the command is over: nothing left to clean up
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _no_space(error: BaseException) -> str | None:
+    """The one-line message when ``error`` (or what caused it) is a full disk, else None."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            name = cause.filename
+            named = isinstance(name, (str, bytes, os.PathLike)) and os.fsdecode(name)
+            where = f" while writing {named}" if named else ""
+            return f"no space left on device{where}; free some space or write elsewhere"
+        cause = cause.__cause__ or cause.__context__
+    if "No space left on device" in str(error):  # e.g. a library's error that wraps errno 28
+        return "no space left on device; free some space or write elsewhere"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (2 for a user error)."""
+    """Run the CLI; returns the exit code.
+
+    2 for a user error or a full disk, 130 for Ctrl-C, 143 for SIGTERM.
+    """
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-        code = args.func(args)
+        with _sigterm_raises():
+            code = args.func(args)
     except PolylensError as e:
         print(f"polylens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("polylens: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("polylens: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except Exception as e:
+        message = _no_space(e)
+        if message is None:
+            raise
+        print(f"polylens: error: {message}", file=sys.stderr)
+        return 2
     return code or 0
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,6 +115,16 @@ def convert(value: Any, tp: Any) -> Any:
         # Paths (out, store, a model directory) are kept as text, as in config.yaml.
         return os.fspath(value)
     raise _Invalid
+
+
+def repeated(values: Sequence[Any]) -> Any | None:
+    """The first value of ``values`` that occurs earlier too (``None`` when all differ)."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def ranges_of(cls: type) -> dict[str, Range]:

@@ -35,6 +35,7 @@ from interp.directions import (
     random_direction_kl,
     score_candidates,
     select_direction,
+    shared_position,
     spare_top_dimensions,
     top_dimension_share,
     transfer_grid,
@@ -157,7 +158,7 @@ def run(config: RefusalConfig) -> Path:
     out = ResultDir(NAME, config)
 
     per_lang, score_rows, effect_rows, examples = {}, [], [], []
-    directions, chosen, openers, templates, all_cands = {}, {}, {}, {}, {}
+    directions, chosen, openers, templates, all_cands, labels = {}, {}, {}, {}, {}, {}
     for lang in tqdm(langs, desc=NAME, unit="lang"):
         s, t = splits[lang], make_template(model, lang, config.template)
         templates[lang] = t
@@ -197,6 +198,7 @@ def run(config: RefusalConfig) -> Path:
         direction = cands[sel.layer, sel.pos].float()
         on_top, top_power = top_dimension_share(direction, harmless_resid[:, sel.pos, sel.layer])
         directions[lang], chosen[lang], all_cands[lang] = direction, (sel.layer, sel.pos), cands
+        labels[lang] = pos_labels
         effects, generated = held_out_effects(
             model,
             t,
@@ -239,7 +241,7 @@ def run(config: RefusalConfig) -> Path:
     out.table("examples", examples)
     _report_tables(out, per_lang, examples)
 
-    metrics = _across_languages(out, config, model, langs, all_cands, directions, chosen)
+    metrics = _across_languages(out, langs, all_cands, directions, chosen, labels)
     grid = transfer_grid(
         model,
         torch.stack([directions[lang] for lang in langs]),
@@ -356,14 +358,24 @@ def _score_figures(out: ResultDir, lang: str, scores, sel, pos_labels: list[str]
         )
 
 
-def _across_languages(out, config, model, langs, all_cands, directions, chosen) -> dict:
-    """Cosine of the languages' directions at every layer (at the most often chosen position)."""
-    pos = Counter(p for _, p in chosen.values()).most_common(1)[0][0]
+def _across_languages(out, langs, all_cands, directions, chosen, labels) -> dict:
+    """Cosine of the languages' directions at every layer, at the most often chosen position.
+
+    Positions are offsets from the prompt's end: languages' templates tokenize to different
+    numbers of post-instruction tokens, and an index from the first of them means another
+    token (or none) in another language (``interp.directions.shared_position``).
+    """
+    n_pos = [all_cands[lang].shape[1] for lang in langs]
+    pos = shared_position([chosen[lang][1] - n for lang, n in zip(langs, n_pos)], n_pos)
     layer = Counter(layer for layer, _ in chosen.values()).most_common(1)[0][0]
     per_layer = cosine_by_layer(torch.stack([all_cands[lang][:, pos] for lang in langs]).double())
     per_layer = torch.nan_to_num(per_layer, nan=0.0).numpy()
     off = ~np.eye(len(langs), dtype=bool)
-    metrics = {"cosine_layer": layer, "cosine_position_index": pos - all_cands[langs[0]].shape[1]}
+    metrics = {
+        "cosine_layer": layer,
+        "cosine_position_index": pos,
+        "cosine_position_tokens": {lang: labels[lang][pos] for lang in langs},
+    }
     if len(langs) > 1:
         at = per_layer[layer][off]
         metrics |= {"cosine_min_at_layer": float(at.min()), "cosine_max_at_layer": float(at.max())}
@@ -382,8 +394,9 @@ def _across_languages(out, config, model, langs, all_cands, directions, chosen) 
         "cosine_by_layer",
         "Cosine of the languages' refusal directions, layer by layer",
         "Diff-in-means directions of each pair of languages at every layer, at the most often "
-        "selected post-instruction position. High off-diagonal values across layers are the "
-        "'universal refusal direction' of PolyRefuse.",
+        f"selected post-instruction position that every language has (offset {pos} from the "
+        "prompt's end). High off-diagonal values across layers are the 'universal refusal "
+        "direction' of PolyRefuse.",
         *plots.heatmaps_by_layer(
             per_layer, langs, langs, list(range(per_layer.shape[0])),
             title="cosine of refusal directions", xlabel="language", ylabel="language",

@@ -4,6 +4,7 @@ A run writes into ``<out>/.<name>.partial-<pid>-<random>`` (same parent, so the 
 atomic) and ``commit()`` swaps it into ``<out>/<name>``. The previous result stays whole until the
 new one is complete; an interrupted run leaves it untouched and never a mixed directory. Leftovers
 of a killed run (hidden, never taken for a result) are cleaned by the next run of that experiment.
+A full disk while a file of the result is written is one line naming the file (``PolylensError``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import contextlib
 import csv
 import dataclasses
+import errno
 import html
 import json
 import os
@@ -156,25 +158,49 @@ class ResultDir:
         _clean_stale(self.target)
         self.path = _sibling(self.target, "partial")
         """Where files are written: the temporary directory until ``commit()``, then the target."""
-        (self.path / "tables").mkdir(parents=True)
+        # Open before anything is created: a failure from here on leaves nothing behind.
         _OPEN.append(self)
-        (self.path / "figures").mkdir()
+        with self._writing(self.path / "tables"):
+            (self.path / "tables").mkdir(parents=True)
+            (self.path / "figures").mkdir()
         self.figures: list[Figure] = []
         self.notes: list[str] = []
         self.controls: list[Control] = []
         self.sections: list[str] = []
         self.started = time.perf_counter() if _run_started is None else _run_started
         self.summary: dict | None = None
-        (self.path / "config.yaml").write_text(
-            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
-            encoding="utf-8",
-        )
+        with self._writing(self.path / "config.yaml"):
+            (self.path / "config.yaml").write_text(
+                yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
+                encoding="utf-8",
+            )
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """A full disk while writing ``path`` is one line naming the file in the result.
+
+        The file named is the one the error names, else ``path``, as it would be in
+        ``<out>/<name>`` (the temporary directory is gone by the time the user reads it).
+        """
+        try:
+            yield
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            named = isinstance(e.filename, (str, bytes, os.PathLike)) and e.filename
+            where = Path(os.fsdecode(named)) if named else Path(path)
+            if where.is_relative_to(self.path):
+                where = self.target / where.relative_to(self.path)
+            raise PolylensError(
+                f"no space left on device while writing {where}; free some space or write elsewhere"
+            ) from e
 
     def commit(self) -> Path:
         """Write ``summary.json``, swap the result into ``<out>/<name>``, drop the previous one."""
         if self.summary is not None:
             summary = self.summary | {"wall_s": round(time.perf_counter() - self.started, 2)}
-            (self.path / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+            with self._writing(self.path / SUMMARY):
+                (self.path / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         old = None
         if self.target.exists():
             old = _sibling(self.target, "old")
@@ -200,7 +226,7 @@ class ResultDir:
     def table(self, name: str, rows: Sequence[dict]) -> Path:
         """Write ``tables/<name>.csv`` (one dict per row, same keys)."""
         path = self.path / "tables" / f"{name}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with self._writing(path), open(path, "w", newline="", encoding="utf-8") as f:
             if rows:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
@@ -215,9 +241,14 @@ class ResultDir:
         """
         import matplotlib.pyplot as plt
 
-        mpl_fig.savefig(self.path / "figures" / f"{name}.png", dpi=120, bbox_inches="tight")
-        plt.close(mpl_fig)
-        plotly_fig.write_html(self.path / "figures" / f"{name}.html", include_plotlyjs="directory")
+        png, page = self.path / "figures" / f"{name}.png", self.path / "figures" / f"{name}.html"
+        try:
+            with self._writing(png):
+                mpl_fig.savefig(png, dpi=120, bbox_inches="tight")
+        finally:
+            plt.close(mpl_fig)
+        with self._writing(page):
+            plotly_fig.write_html(page, include_plotlyjs="directory")
         self.figures.append(Figure(name, title, explanation))
 
     def report_table(self, title: str, explanation: str, rows: Sequence[dict]) -> None:
@@ -238,7 +269,10 @@ class ResultDir:
 
     def metrics(self, metrics: dict) -> None:
         """Write ``metrics.json``."""
-        (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        with self._writing(self.path / "metrics.json"):
+            (self.path / "metrics.json").write_text(
+                json.dumps(metrics, indent=2, ensure_ascii=False)
+            )
 
     def report(self, title: str, intro: str, metrics: dict) -> Path:
         """Write ``report.html``: the key numbers, then every figure with its explanation.
@@ -293,5 +327,6 @@ class ResultDir:
             + ". All numbers: <a href='metrics.json'>metrics.json</a>.</p></body></html>"
         )
         path = self.path / "report.html"
-        path.write_text("\n".join(parts), encoding="utf-8")
+        with self._writing(path):
+            path.write_text("\n".join(parts), encoding="utf-8")
         return path

@@ -20,6 +20,7 @@ dialogue, a system turn) run once per candidate and their keys and values are re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -539,6 +540,25 @@ def cosine_by_layer(
     """Cosine similarity of every pair of languages' directions, at every layer."""
     unit = _unit_rows(directions.double()).transpose(0, 1)
     return unit @ unit.transpose(1, 2)
+
+
+def shared_position(offsets: Sequence[int], n_positions: Sequence[int]) -> int:
+    """The most often selected post-instruction position every language has, from the end.
+
+    The position to compare languages' candidates at, as an offset from the prompt's end
+    (``-1``: the last token). Languages' templates tokenize to different numbers of
+    post-instruction tokens, so a position is compared by its meaning, its offset from the end
+    (where the templates line up on the answer's start), never by its index from the first
+    post-instruction token. ``offsets``: each language's selected offset (negative);
+    ``n_positions``: each language's number of post-instruction tokens. Offsets some language
+    lacks are not counted; when no language selected one every language has, ``-1``. Ties go
+    to the earliest selection.
+    """
+    if any(p >= 0 for p in offsets):
+        raise ValueError(f"offsets count from the end and are negative, got {list(offsets)}")
+    depth = min(n_positions)
+    everywhere = [p for p in offsets if p >= -depth]
+    return Counter(everywhere).most_common(1)[0][0] if everywhere else -1
 
 
 def transfer_grid(
