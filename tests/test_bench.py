@@ -1,6 +1,7 @@
-"""Unit tier: the benchmarks run end to end on a tiny model (their numbers are not asserted)."""
+"""Unit tier: the benchmarks run end to end on a tiny model (their timings are not asserted)."""
 
 import json
+import statistics
 
 import pytest
 from tiny import save_tiny
@@ -39,15 +40,21 @@ def test_bench_probes_report(tiny_dir):
     result = bench_probes(tiny_dir, n_per_class=10, folds=2, langs=("en", "fr"), repeats=2)
     assert set(result["median_s"]) == {"polylens", "sklearn"}
     assert all(len(times) == 2 for times in result["all_s"].values())
-    assert result["max_accuracy_difference_points"] <= 100
+    # Both sides fit the same strictly convex problem (L2 logistic, C = 1) on the same folds:
+    # their test predictions agree unless an item lies within solver tolerance of the boundary.
+    assert result["max_accuracy_difference_points"] == 0
 
 
 def test_bench_interventions_report(tiny_dir):
     from interp.bench import bench_interventions
 
-    result = bench_interventions(tiny_dir, n_prompts=8, repeats=1, batch_size=4)
+    result = bench_interventions(tiny_dir, n_prompts=8, repeats=3, batch_size=4)
     assert set(result["median_s"]) == {"plain", "ablated"} and result["hooks"] == 9
-    assert result["ratio ablated/plain"] > 0
+    times = result["all_s"]
+    assert all(len(v) == 3 for v in times.values())
+    assert result["median_s"] == {k: statistics.median(v) for k, v in times.items()}
+    ratio = statistics.median(times["ablated"]) / statistics.median(times["plain"])
+    assert result["ratio ablated/plain"] == pytest.approx(ratio)
 
 
 def test_bench_interventions_cli(tiny_dir, tmp_path, capsys):

@@ -1,6 +1,8 @@
 """Unit tier: the experiment pattern and the translation experiments on a tiny random model."""
 
+import csv
 import json
+from collections import Counter
 
 import pytest
 from tiny import save_tiny
@@ -104,10 +106,21 @@ def test_translation_barrier_rates(tiny_dir, tmp_path):
         "translation-barrier", None, {"model": tiny_dir, "langs": "en,fr,zh", "out": str(tmp_path)}
     )
     metrics = json.loads((path / "metrics.json").read_text())
-    total = sum(
-        metrics[f"rate_{o}"] for o in ("correct", "translation_failure", "task_solving_failure")
+    # The rates and the failure share by hand, from the per-item table.
+    rows = list(csv.DictReader((path / "tables" / "per_item.csv").open(encoding="utf-8")))
+    assert len(rows) == metrics["n_items"] > 0
+    outcomes = Counter(r["outcome"] for r in rows)
+    for o in ("correct", "translation_failure", "task_solving_failure"):
+        assert metrics[f"rate_{o}"] == pytest.approx(outcomes[o] / len(rows)), o
+    failed = len(rows) - outcomes["correct"]
+    assert metrics["translation_failure_share_of_failures"] == pytest.approx(
+        outcomes["translation_failure"] / max(1, failed)
     )
-    assert total == pytest.approx(1.0)
+    # A failure is a translation failure exactly when the concept was decoded at some layer.
+    for r in rows:
+        if r["outcome"] != "correct":
+            assert (r["first_decoded_layer"] != "") == (r["outcome"] == "translation_failure")
+    assert failed > 0  # the tiny random model fails: the rule above was exercised
     assert metrics["criterion"] == {
         "top_k": 10,
         "prob_threshold": 0.05,

@@ -35,11 +35,23 @@ def test_last_layer_reproduces_model_logprobs(model):
 
 def test_softcap_is_applied():
     gemma = tiny_model("gemma3_text")
-    acts = interp.extract(gemma, PROMPTS, progress=False)
-    out = apply_lens(gemma, acts, top_k=1)
     assert gemma.softcap == 30.0
-    top_logit_bound = math.log(gemma.unembed.weight.shape[0]) + 2 * 30.0
-    assert (-out.top_logprobs <= top_logit_bound).all()
+    # Random weights give logits well below the cap, where tanh changes nothing: scale the final
+    # norm (Gemma's multiplies by 1 + weight, and reads only the output) to reach far past it.
+    with torch.no_grad():
+        gemma.final_norm.weight.fill_(399.0)
+    acts = interp.extract(gemma, PROMPTS, progress=False)
+    vocab = gemma.unembed.weight.shape[0]
+    out = apply_lens(gemma, acts, top_k=vocab)
+    lens = torch.full((len(PROMPTS), gemma.n_layers, vocab), -math.inf)
+    lens.scatter_(2, out.top_ids, out.top_logprobs)
+    with torch.inference_mode():
+        raw = gemma.unembed(gemma.final_norm(acts.tensor.to(gemma.device))).float().cpu()
+    assert raw.abs().max() > 100  # far past the cap: capped and uncapped logits differ a lot
+    by_hand = torch.log_softmax(30.0 * torch.tanh(raw / 30.0), dim=-1)
+    assert_close_to_scale(lens, by_hand, SAME_MATH)
+    assert_close_to_scale(lens[:, -1], model_logprobs(gemma, PROMPTS), SAME_MATH)
+    assert (lens - torch.log_softmax(raw, dim=-1)).abs().max() > 10
 
 
 def test_token_sets_and_chunking():

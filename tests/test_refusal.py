@@ -189,6 +189,15 @@ def test_batched_scores_equal_one_candidate_per_pass(planted):
         model, prompts, ids, add=cands, add_layers=layers, rows_per_pass=1
     )
     assert torch.allclose(add_s, add_1, atol=1e-4)
+    # The KL by hand, one candidate at a time: KL(plain || ablated) of each harmless prompt's
+    # next-token distribution, from a plain forward pass under the hooks of directional_ablation.
+    # Row 0 (u, which no harmless prompt carries) moves nothing; the random rows move a lot.
+    for c in range(len(cands)):
+        with intervene(model, directional_ablation(cands[c])):
+            edited = model.logits(prompts[3:]).log_softmax(-1)
+        hand = (ref.exp() * (ref - edited)).sum(-1)
+        assert torch.allclose(kl_s[c], hand, rtol=1e-4, atol=1e-5), c
+        assert (float(hand.max()) < 1e-5) if c == 0 else (float(hand.max()) > 1e-2), c
     # Row 0 ablates u itself: no residual keeps a component along it.
     with intervene(model, directional_ablation(u)):
         with recording(model, "resid_post.*") as rec:
@@ -299,12 +308,20 @@ def test_orthogonalization_gap_and_cosines():
     d = torch.randn(model.d_model, generator=torch.Generator().manual_seed(4))
     assert orthogonalization_gap(model, d, TEMPLATE.wrap(HARMFUL[:2])) <= 1e-4
     assert orthogonalization_gap(tiny_model("gemma3_text"), torch.randn(64), ["x y"]) is None
-    dirs = torch.randn(3, 4, 8, dtype=torch.float64)
+    dirs = torch.randn(3, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     cos = cosine_by_layer(dirs)
     assert cos.shape == (4, 3, 3)
     assert torch.allclose(
         torch.diagonal(cos, dim1=1, dim2=2), torch.ones(4, 3, dtype=torch.float64)
     )
+    for layer in range(4):  # by hand, every pair of languages
+        for i in range(3):
+            for j in range(3):
+                a, b = dirs[i, layer].tolist(), dirs[j, layer].tolist()
+                dot = sum(x * y for x, y in zip(a, b))
+                norms = sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5
+                assert float(cos[layer, i, j]) == pytest.approx(dot / norms, abs=1e-12)
+    assert float(cos.min()) < 0  # some pairs point apart: a sign error would show
 
 
 def _write_user_data(directory, langs, n=8):
@@ -385,7 +402,17 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     en = metrics["per_language"]["en"]
     assert 0 <= en["auroc_before"] <= 1 and en["sizes"]["harmful_test"] == 3
     assert metrics["orthogonalization"] == "checked"
-    assert en["val_kl_random_directions"] >= 0 and en["val_kl_min_candidate"] <= en["val_kl"]
+    # The KL numbers against the candidate table: the lowest KL of every scored candidate, the
+    # selected candidate's KL; and a random direction's ablation does move the distribution.
+    table = list(csv.DictReader((out / "tables/candidate_scores.csv").open()))
+    for lang, values in metrics["per_language"].items():
+        mine = [r for r in table if r["lang"] == lang]
+        scored = [float(r["kl"]) for r in mine if r["kl"] != "nan"]
+        (selected,) = [r for r in mine if r["status"] == "selected"]
+        assert values["val_kl_min_candidate"] == pytest.approx(min(scored)), lang
+        assert values["val_kl"] == pytest.approx(float(selected["kl"])), lang
+        assert values["selected_layer"] == int(selected["layer"])
+        assert values["val_kl_random_directions"] > 0
     assert "random directions" in metrics["controls"][0]["result"]
     assert en["direction_share_on_top3_residual_dims"] == 0  # spare_top_dims: 3
     assert metrics["orthogonalization_max_logprob_gap"] <= 1e-4

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import pytest
 import yaml
@@ -9,8 +10,9 @@ from tiny import save_tiny
 
 import experiments.base
 import experiments.report
+import experiments.translation_task
 from experiments import EXPERIMENTS, Experiment, registered
-from experiments.base import CONFIG_DIR, ExperimentConfig
+from experiments.base import CONFIG_DIR, ExperimentConfig, ResultDir
 from experiments.cli import main
 from experiments.report import PROFILE_DIR, profile_path, run_report
 from interp import PolylensError
@@ -48,7 +50,33 @@ def test_every_profile_is_a_valid_override_of_a_registered_experiment():
         assert profile_path(name) is not None
 
 
-def test_report_runs_resumes_and_reports_failures(tiny_dir, tmp_path, with_broken, capsys):
+EXTRACTION_S = 1.0
+"""What the slowed extraction below sleeps, before the experiment opens its result directory."""
+
+
+@pytest.fixture
+def timed_run(monkeypatch):
+    """The extraction sleeps EXTRACTION_S; when it started and when each result was committed."""
+    times = {"extract": [], "commit": []}
+    real_extract, real_commit = experiments.translation_task.extract, ResultDir.commit
+
+    def slow_extract(*args, **kwargs):
+        times["extract"].append(time.perf_counter())
+        time.sleep(EXTRACTION_S)
+        return real_extract(*args, **kwargs)
+
+    def commit(self):
+        times["commit"].append(time.perf_counter())
+        return real_commit(self)
+
+    monkeypatch.setattr(experiments.translation_task, "extract", slow_extract)
+    monkeypatch.setattr(ResultDir, "commit", commit)
+    return times
+
+
+def test_report_runs_resumes_and_reports_failures(
+    tiny_dir, tmp_path, with_broken, capsys, timed_run
+):
     site = tmp_path / "site"
     argv = ["report", "--out", str(site), "--model", tiny_dir]
     assert main([*argv, "--only", "latent-language,broken"]) == 1
@@ -65,7 +93,12 @@ def test_report_runs_resumes_and_reports_failures(tiny_dir, tmp_path, with_broke
     assert summary["key_numbers"] == {
         k: v for k, v in metrics.items() if not isinstance(v, (dict, list))
     }
-    assert (result / summary["figure"]).is_file() and summary["wall_s"] > 0
+    assert (result / summary["figure"]).is_file()
+    # The wall time counts the extraction, which runs before the result directory is opened:
+    # at least from the extraction's start (and its sleep) to the commit (rounded to 0.01 s).
+    (started,), (committed,) = timed_run["extract"], timed_run["commit"]
+    assert committed - started > EXTRACTION_S
+    assert summary["wall_s"] >= round(committed - started, 2) - 0.01
     config = yaml.safe_load((result / "config.yaml").read_text())
     profile = yaml.safe_load(profile_path("latent-language").read_text())
     assert {k: config[k] for k in profile} == profile  # the quick profile was applied
