@@ -33,6 +33,7 @@ from interp.checks import (
     check_output_dir,
     check_output_file,
     read_text_file,
+    split_lines,
 )
 from interp.data import cli as data_cli
 from interp.dtypes import DTYPES
@@ -111,14 +112,17 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{m.name:24s} {state:40s} {m.description}")
 
 
-def _read_prompts(args: argparse.Namespace) -> list[str]:
+def _read_prompts(args: argparse.Namespace) -> tuple[list[str], Callable[[int], str]]:
+    """The prompts, and what names prompt i in an error (its file and line, for a file)."""
     if args.prompts:
         text = read_text_file(args.prompts, "prompt file")
-        return [line for line in text.splitlines() if line.strip()]
+        # Blank lines are skipped, but an error names the prompt by its line in the file.
+        numbered = [(i, line) for i, line in enumerate(split_lines(text), 1) if line.strip()]
+        return [line for _, line in numbered], lambda i: f"{args.prompts}:{numbered[i][0]}"
     from interp.data import load, prompts_of
 
     langs = args.langs.split(",") if args.langs else None
-    return prompts_of(load(args.dataset, langs=langs))
+    return prompts_of(load(args.dataset, langs=langs)), "prompt {}".format
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
@@ -130,8 +134,9 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         raise PolylensError("give exactly one of --prompts FILE or --dataset NAME")
     if args.out:
         check_output_dir(args.out)
-    prompts = _read_prompts(args)
+    prompts, where = _read_prompts(args)
     model = load_model(args.model, device=args.device)
+    model.check_context([len(ids) for ids in model.tokenize(prompts)], where)
     store = ActivationStore(args.out)
     acts = extract(
         model,

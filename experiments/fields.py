@@ -153,4 +153,11 @@ def validate_fields(config: Any) -> None:
             raise PolylensError(
                 f"config field {f.name} = {value!r} is not valid: expected {expected}"
             )
+        twice = repeated(converted) if isinstance(converted, list) else None
+        if twice is not None:
+            # A repeated language, relation or layer would weigh double in every mean over it.
+            raise PolylensError(
+                f"config field {f.name} = {value!r} is not valid: {twice!r} is listed twice; "
+                "give each value once"
+            )
         setattr(config, f.name, converted)

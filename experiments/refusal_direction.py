@@ -146,12 +146,30 @@ def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, li
     return out, f"safety:{dataset_sha256('safety')[:12]}"
 
 
+def _check_lengths(model, config: RefusalConfig, splits: dict) -> None:
+    """Refuse, before any forward pass, an instruction that cannot fit the model's context."""
+    names, prompts = [], []
+    for lang in config.langs:
+        template = make_template(model, lang, config.template)
+        for kind, by_split in splits[lang].items():
+            for split, items in by_split.items():
+                names += [f"{kind} {split} instruction {t[:40]!r}... ({lang})" for t in items]
+                prompts += template.wrap(items)
+    # Room for the generated answer too (the val and test splits are generated from).
+    model.check_context(
+        [len(ids) + config.max_new_tokens for ids in model.tokenize(prompts)],
+        lambda i: f"{names[i]}, in its template and with max_new_tokens={config.max_new_tokens},",
+        remedy="shorten or drop that instruction",
+    )
+
+
 @register(NAME, RefusalConfig, "refusal direction per language: selection, ablation, transfer")
 def run(config: RefusalConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     splits, data_id = load_splits(config)
     model = load_model(config.model, device=config.device)
+    _check_lengths(model, config, splits)
     store = ActivationStore(config.store)
     langs = config.langs
     layers = list(range(0, model.n_layers, config.layer_stride))

@@ -7,6 +7,7 @@ mistake is reported before a model loads or a computation runs, not after.
 from __future__ import annotations
 
 import codecs
+import errno
 import tempfile
 from pathlib import Path
 
@@ -57,7 +58,12 @@ def _check_writable_dir(directory: Path, what: str) -> None:
         # A real write, not os.access: it also sees read-only mounts and ACLs.
         with tempfile.TemporaryFile(dir=directory):
             pass
-    except OSError:
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise PolylensError(
+                f"{what}: no space left on the device of {directory}; free some or choose another "
+                "path"
+            ) from None
         raise PolylensError(
             f"{what}: cannot write in {directory} (read-only or no permission); choose another path"
         ) from None
@@ -88,13 +94,6 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     else:
         _check_writable_dir(_nearest_existing(path.parent), f"{what} {path}")
     return path
-
-
-def write_output_file(path: str | Path, text: str) -> None:
-    """Write ``text`` to a file ``check_output_file`` accepted, creating missing parents."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def read_text_file(path: str | Path, what: str) -> str:

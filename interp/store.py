@@ -87,7 +87,7 @@ class ActivationStore:
     """A directory of cached extractions (default: ``<polylens cache>/activations``)."""
 
     def __init__(self, root: str | Path | None = None, *, shard_size: int = 256) -> None:
-        self.root = Path(root) if root is not None else cache_dir() / "activations"
+        self.root = Path(root).expanduser() if root is not None else cache_dir() / "activations"
         self.shard_size = shard_size
 
     def __repr__(self) -> str:

@@ -110,11 +110,14 @@ def _parallel(t: Path, en: str, de: str, extra: str = "", model: bool = False) -
     return argv + (["--model", _tiny_dir()] if model else [])
 
 
-def _safety(t: Path, mp=None, bom: bool = False, n: int = 40) -> list[str]:
+def _safety(t: Path, mp=None, bom: bool = False, n: int = 40, long: bool = False) -> list[str]:
     """refusal-direction on the user's ``safety/{harmful,harmless}_<lang>.json``."""
     for kind in ("harmful", "harmless"):
         for lang in ("en", "de"):
-            items = ",".join(f'{{"instruction": "{kind} {i}"}}' for i in range(n))
+            texts = [f"{kind} {i}" for i in range(n)]
+            if long and (kind, lang) == ("harmful", "de"):
+                texts[0] = LONG.strip()
+            items = ",".join(f'{{"instruction": "{text}"}}' for text in texts)
             _file(t / "safety" / f"{kind}_{lang}.json", (BOM if bom else "") + f"[{items}]")
     if mp is not None:
         _unreadable(mp, t / "safety" / "harmful_en.json")
@@ -187,6 +190,13 @@ CASES = [
         lambda t, mp: _safety(t, mp),
         "cannot read instruction file " + "{t}/safety/harmful_en.json: Permission denied",
         True,
+    ),
+    (
+        "refusal-instruction-too-long",
+        lambda t, mp: _safety(t, long=True) + ["--model", _tiny_dir()],
+        "instruction 'x x x x x x x x x x x x x x x x x x x x '... (de), in its template and with "
+        "max_new_tokens=",
+        False,
     ),
     (
         "mlama-unreadable",
@@ -318,9 +328,9 @@ CASES = [
             "--model",
             _tiny_dir(),
             "--prompts",
-            str(_file(t / "p.txt", f"hi\n{LONG}\n")),
+            str(_file(t / "p.txt", f"hi\n\n{LONG}\n")),
         ],
-        "prompt 1 is 3001 tokens long, more than the 2048",
+        "p.txt:3 is 3001 tokens long, more than the 2048",  # its line, blank lines counted
         False,
     ),
     (

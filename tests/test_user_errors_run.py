@@ -31,13 +31,14 @@ import experiments.translation_task
 import interp.models
 from experiments import cli
 from experiments.cli import main
+from interp.errors import PolylensError
 
 # Experiment modules bind `load_model` as they are imported: import them before any test patches
 # it, or a module imported under the patch keeps refusing to load.
 experiments._load_all()
 
 ENOSPC = "no space left on device while writing "
-TWICE = "'en' is listed twice; give each language once"
+TWICE = "'en' is listed twice; give each"
 # A config small enough for the tiny model's 320-token vocabulary.
 GEOMETRY = "min_tokens: 2\nprobe_tokens: 8\nneighbour_queries: 4\nneighbours: 4\n"
 
@@ -256,6 +257,7 @@ import sys, time
 import experiments
 from experiments import Experiment, get_experiment
 from experiments.cli import main
+from interp.errors import PolylensError
 from experiments.results import ResultDir
 
 real = get_experiment("latent-language")
@@ -321,3 +323,23 @@ def test_sigterm_in_process_and_the_previous_handler_comes_back(monkeypatch, cap
         assert seen == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.parametrize(
+    ("field", "yaml"),
+    [("relations", "relations: [capital, capital]\n"), ("layers", "layers: [3, 1, 3]\n")],
+)
+def test_any_list_field_with_a_repeat_is_refused(field, yaml):
+    import yaml as pyyaml
+
+    from experiments.linear_shortcut import ShortcutConfig
+
+    with pytest.raises(PolylensError, match=f"config field {field} = .* is listed twice"):
+        ShortcutConfig(**pyyaml.safe_load(yaml))
+
+
+def test_a_store_under_home_is_expanded(tmp_path, monkeypatch):
+    from interp.store import ActivationStore
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ActivationStore("~/acts").root == tmp_path / "acts"
