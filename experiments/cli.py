@@ -36,10 +36,10 @@ from interp.checks import (
     split_lines,
 )
 from interp.data import cli as data_cli
-from interp.dtypes import DTYPES
 from interp.errors import PolylensError
-from interp.files import atomic_write_text
-from interp.tuned_lens import TunedLensConfig
+from interp.lens.tuned import TunedLensConfig
+from interp.model.dtypes import DTYPES
+from interp.storage.files import atomic_write_text
 
 TUNED_DEFAULTS = TunedLensConfig()
 
@@ -103,8 +103,8 @@ class _ExperimentsHelp(argparse.Action):
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from interp.models import EMBEDDED
-    from interp.paths import cache_dir
+    from interp.model.convert import EMBEDDED
+    from interp.storage.paths import cache_dir
 
     print(f"cache: {cache_dir() / 'models'}")
     for m in EMBEDDED.values():
@@ -127,8 +127,8 @@ def _read_prompts(args: argparse.Namespace) -> tuple[list[str], Callable[[int], 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
     from interp.extract import extract
-    from interp.models import load_model
-    from interp.store import ActivationStore, entry_key
+    from interp.model.models import load_model
+    from interp.storage.store import ActivationStore, entry_key
 
     if bool(args.prompts) == bool(args.dataset):
         raise PolylensError("give exactly one of --prompts FILE or --dataset NAME")
@@ -156,7 +156,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
 def _cmd_cache(args: argparse.Namespace) -> None:
     import shlex
 
-    from interp.store import KEY_PATTERN, ActivationStore
+    from interp.storage.store import KEY_PATTERN, ActivationStore
 
     store = ActivationStore(args.root)
     if args.key and not KEY_PATTERN.fullmatch(args.key) and args.action == "verify":
@@ -266,9 +266,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
-    from interp.models import load_model
-    from interp.store import ActivationStore
-    from interp.tuned_lens import TunedLensConfig, evaluate_tuned_lens, load_or_train_tuned_lens
+    from interp.lens.tuned import TunedLensConfig, evaluate_tuned_lens, load_or_train_tuned_lens
+    from interp.model.models import load_model
+    from interp.storage.store import ActivationStore
 
     config = TunedLensConfig(steps=args.steps, tokens_per_step=args.tokens_per_step, lr=args.lr)
     if args.out:

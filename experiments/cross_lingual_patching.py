@@ -21,12 +21,12 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
 from interp import plots
+from interp.analysis.factual_data import bundled_facts, with_demonstrations
+from interp.analysis.patching import SwapCase, swap_partners, swap_scores
 from interp.data import load
 from interp.errors import PolylensError
-from interp.factual_data import bundled_facts, with_demonstrations
 from interp.metrics import bootstrap_mean
-from interp.models import load_model
-from interp.patching import SwapCase, swap_partners, swap_scores
+from interp.model.models import load_model
 
 NAME = "cross-lingual-patching"
 

@@ -15,11 +15,11 @@ from typing import ClassVar
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
-from interp import embeddings as emb
 from interp import plots
-from interp.architectures import get_submodule
+from interp.analysis import embeddings as emb
 from interp.data import load
-from interp.models import load_model
+from interp.model.architectures import get_submodule
+from interp.model.models import load_model
 
 NAME = "embedding-geometry"
 

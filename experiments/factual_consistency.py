@@ -22,25 +22,25 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, above, at_least
 from interp import plots
-from interp.consistency import (
+from interp.analysis.consistency import (
     grouped_accuracy,
     language_of_inquiry,
     overlap_consistency,
     pair_summary,
     rank_consistency,
 )
-from interp.data.loader import dataset_sha256
-from interp.errors import PolylensError
-from interp.factual import continuation, generation_correct, prior_correct, rank_candidates
-from interp.factual_data import (
+from interp.analysis.factual import continuation, generation_correct, prior_correct, rank_candidates
+from interp.analysis.factual_data import (
     bundled_facts,
     country_languages,
     read_mlama_dir,
     with_demonstrations,
 )
-from interp.factual_lens import SET_NAMES, language_transition, takeover_layer
+from interp.analysis.factual_lens import SET_NAMES, language_transition, takeover_layer
+from interp.data.loader import dataset_sha256
+from interp.errors import PolylensError
 from interp.metrics import bootstrap_mean
-from interp.models import load_model
+from interp.model.models import load_model
 
 NAME = "factual-consistency"
 SCORERS = ("generation", "rank", "counterfactual")

@@ -27,11 +27,11 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, above, at_least
 from interp import plots
+from interp.analysis.geometry import centroid_pca, language_centroids, language_offset_r2
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
-from interp.geometry import centroid_pca, language_centroids, language_offset_r2
-from interp.models import load_model
-from interp.store import ActivationStore
+from interp.model.models import load_model
+from interp.storage.store import ActivationStore
 from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features

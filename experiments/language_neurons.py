@@ -18,11 +18,11 @@ import torch
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
-from interp import neurons as nrn
 from interp import plots
+from interp.analysis import neurons as nrn
 from interp.data import load
 from interp.data.loader import dataset_sha256
-from interp.models import load_model
+from interp.model.models import load_model
 
 NAME = "language-neurons"
 _RATE = Range(0, 1, lo_open=True, hi_open=True)

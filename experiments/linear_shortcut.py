@@ -24,15 +24,10 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
 from interp import plots
-from interp.consistency import grouped_accuracy, overlap_consistency, pair_summary
-from interp.data.loader import split_of
-from interp.errors import PolylensError
-from interp.extract import extract
-from interp.factual import continuation, rank_candidates
-from interp.factual_data import bundled_facts, with_demonstrations
-from interp.interventions import intervene
-from interp.models import load_model
-from interp.shortcut import (
+from interp.analysis.consistency import grouped_accuracy, overlap_consistency, pair_summary
+from interp.analysis.factual import continuation, rank_candidates
+from interp.analysis.factual_data import bundled_facts, with_demonstrations
+from interp.analysis.shortcut import (
     candidate_tails,
     first_token_ids,
     fit_least_squares,
@@ -43,7 +38,12 @@ from interp.shortcut import (
     shortcut_edits,
     sweep_shortcuts,
 )
-from interp.store import ActivationStore
+from interp.data.loader import split_of
+from interp.errors import PolylensError
+from interp.extract import extract
+from interp.interventions import intervene
+from interp.model.models import load_model
+from interp.storage.store import ActivationStore
 
 NAME = "linear-shortcut"
 

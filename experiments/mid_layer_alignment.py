@@ -21,13 +21,14 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
 from interp import plots
-from interp import similarity as sim
+from interp.analysis import language_pairs as pairs
+from interp.analysis import similarity as sim
 from interp.data import load
 from interp.data.loader import dataset_sha256
 from interp.data.user import read_parallel_dir
 from interp.errors import PolylensError
-from interp.models import load_model
-from interp.store import ActivationStore
+from interp.model.models import load_model
+from interp.storage.store import ActivationStore
 
 NAME = "mid-layer-alignment"
 LABELS = {
@@ -137,7 +138,7 @@ def run(config: AlignmentConfig) -> Path:
     store = ActivationStore(config.store)
     out = ResultDir(NAME, config)
     langs, layers = config.langs, list(range(model.n_layers))
-    groups = sim.pair_groups(langs)
+    groups = pairs.pair_groups(langs)
     rows, peak_rows, group_rows, corr_rows, variants = [], [], [], [], {}
     heat_done = False
     for pooling in config.poolings:
@@ -164,7 +165,7 @@ def run(config: AlignmentConfig) -> Path:
                                     dict(pooling=pooling, centring=centring, metric=metric)
                                     | dict(layer=layer, src=la, tgt=lb, value=float(v[li, a, b]))
                                 )
-                peak_layer, peak_value = sim.peak_layers(v, layers)
+                peak_layer, peak_value = pairs.peak_layers(v, layers)
                 for a, la in enumerate(langs):
                     for b, lb in enumerate(langs):
                         if a != b:
@@ -174,7 +175,7 @@ def run(config: AlignmentConfig) -> Path:
                                 | dict(peak=float(peak_value[a, b]), first=float(v[0, a, b]))
                                 | dict(last=float(v[-1, a, b]))
                             )
-                curves = sim.group_curves(v, groups)
+                curves = pairs.group_curves(v, groups)
                 summary[metric] = {g: _summary(c[0], layers) for g, c in curves.items()}
                 for g, (mean, lo, hi) in curves.items():
                     for li, layer in enumerate(layers):
@@ -183,7 +184,7 @@ def run(config: AlignmentConfig) -> Path:
                             | dict(layer=layer, mean=float(mean[li]))
                             | dict(q25=float(lo[li]), q75=float(hi[li]))
                         )
-                corr = sim.relatedness_correlation(v, groups)
+                corr = pairs.relatedness_correlation(v, groups)
                 all_pairs = v[:, groups.off_diagonal].mean(1)
                 peak_i = int(all_pairs.argmax())
                 summary[metric]["relatedness_at_peak"] = {
@@ -230,7 +231,7 @@ def _curve_figures(out, variant, values, groups, layers) -> None:
     for metric in ("p1_margin", "cka"):
         series = {
             f"{g} ({variant})": tuple(t.tolist() for t in c)
-            for g, c in sim.group_curves(values[metric], groups).items()
+            for g, c in pairs.group_curves(values[metric], groups).items()
         }
         out.figure(
             f"{metric}_by_layer_{slug}",

@@ -24,32 +24,34 @@ from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, above, at_least
 from interp import plots
-from interp.data import load
-from interp.data.loader import dataset_sha256, split_of
-from interp.directions import (
+from interp.analysis.direction_effects import (
     cosine_by_layer,
-    diff_in_means,
     held_out_effects,
     orthogonalization_gap,
+    shared_position,
+    transfer_grid,
+)
+from interp.analysis.directions import (
+    diff_in_means,
     post_instruction_acts,
     random_direction_kl,
     score_candidates,
     select_direction,
-    shared_position,
     spare_top_dimensions,
     top_dimension_share,
-    transfer_grid,
 )
-from interp.errors import PolylensError
-from interp.models import load_model
-from interp.refusal import (
+from interp.analysis.refusal import (
     make_template,
     opener_token_ids,
     post_instruction_count,
     read_user_data,
     split_items,
 )
-from interp.store import ActivationStore
+from interp.data import load
+from interp.data.loader import dataset_sha256, split_of
+from interp.errors import PolylensError
+from interp.model.models import load_model
+from interp.storage.store import ActivationStore
 
 NAME = "refusal-direction"
 
@@ -381,7 +383,7 @@ def _across_languages(out, langs, all_cands, directions, chosen, labels) -> dict
 
     Positions are offsets from the prompt's end: languages' templates tokenize to different
     numbers of post-instruction tokens, and an index from the first of them means another
-    token (or none) in another language (``interp.directions.shared_position``).
+    token (or none) in another language (``interp.analysis.direction_effects.shared_position``).
     """
     n_pos = [all_cands[lang].shape[1] for lang in langs]
     pos = shared_position([chosen[lang][1] - n for lang, n in zip(langs, n_pos)], n_pos)

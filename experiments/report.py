@@ -34,8 +34,8 @@ from experiments.base import CONFIG_DIR, ExperimentConfig
 from experiments.results import SUMMARY, check_result_target, display
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
-from interp.files import atomic_write_text
-from interp.provenance import __version__
+from interp.storage.files import atomic_write_text
+from interp.storage.provenance import __version__
 
 log = logging.getLogger(__name__)
 

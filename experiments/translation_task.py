@@ -9,12 +9,12 @@ A prompt holds ``n_demos`` demonstrations and the test word, in the style of Wen
 Source == target gives the repetition task. The answer is read off the next token: a concept's
 token set in a language is the first token of each surface variant of its forms there.
 
-Controls (``interp.controls``): a word whose first tokens collide between target, English and
-source is dropped from a pair by default, but the colliding words met while drawing the test
+Controls (``interp.analysis.controls``): a word whose first tokens collide between target, English
+and source is dropped from a pair by default, but the colliding words met while drawing the test
 words are still decoded as control items (``Item.control_only``), so an experiment can draw its
-curves with and without them. Demonstrations are drawn per test word by default (seeded by the
-word; never the word itself); ``demonstrations: per_pair`` gives every test word of a pair the
-same set, drawn from the words that are not tested. Both variants test the same words.
+curves with and without them. Demonstrations are drawn per test word by default (seeded by the word;
+never the word itself); ``demonstrations: per_pair`` gives every test word of a pair the same set,
+drawn from the words that are not tested. Both variants test the same words.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 from experiments.base import ExperimentConfig
 from experiments.fields import Range, above, at_least
-from interp.controls import (
+from interp.analysis.controls import (
     COLLISION_KINDS,
     collision_kinds,
     fixed_demonstrations,
@@ -38,8 +38,8 @@ from interp.data import LANGUAGES, load
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.lens import LensOutput, apply_lens, first_tokens
-from interp.models import LoadedModel, load_model
-from interp.store import ActivationStore
+from interp.model.models import LoadedModel, load_model
+from interp.storage.store import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Item:
     demos: tuple[str, ...] = ()
     """The concepts of its demonstrations, in prompt order."""
     collides: tuple[str, ...] = ()
-    """The ``interp.controls.COLLISION_KINDS`` this concept has for the pair."""
+    """The ``interp.analysis.controls.COLLISION_KINDS`` this concept has for the pair."""
     control_only: bool = False
     """Dropped by the collision policy; decoded only for the with/without control."""
 
@@ -271,7 +271,7 @@ def run_task(config: TranslationConfig) -> TaskRun:
     )
     translators = None
     if config.lens == "tuned":
-        from interp.tuned_lens import load_or_train_tuned_lens
+        from interp.lens.tuned import load_or_train_tuned_lens
 
         translators = load_or_train_tuned_lens(model)
     set_langs = list(next(iter(token_sets.values())))

@@ -1,29 +1,24 @@
 """polylens: how does a language model handle many languages inside?
 
-The public surface, as a table of contents:
+The public surface, as a table of contents (folders in the order data flows):
 
-- models: ``load_model``, ``LoadedModel`` (batched ``logits`` and ``generate``), ``EMBEDDED``
-- extraction: ``extract``, ``Activations``, ``Positions``
-- storage: ``ActivationStore`` (tensors and manifests; the shard loop is in ``interp.extract``)
-- sites and edits: ``Site``, ``recording``, ``intervene``, ``Ablate``, ``Add``, ``Patch``,
-  ``Apply``, ``directional_ablation``, ``orthogonalize`` (``interp.sites``,
-  ``interp.interventions``)
-- lenses: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions`` (tuned lens:
-  ``interp.tuned_lens``)
-- statistics and geometry: ``interp.metrics``, ``interp.geometry``
-- controls of lens readouts (token collisions, per-word demonstrations): ``interp.controls``
-- cross-lingual similarity, token-embedding geometry, language neurons: ``interp.similarity``,
-  ``interp.embeddings``, ``interp.neurons``
-- factual recall and consistency: ``interp.factual`` (candidate log-probs, ranking, generation
-  scorer), ``interp.factual_data``, ``interp.consistency``, ``interp.factual_lens``
-- refusal: ``interp.refusal`` (templates, refusal score, judge, user data) and
-  ``interp.directions`` (diff-in-means candidates, batched selection, effects, transfer)
-- final-layer linear shortcut and cross-lingual subject patching: ``interp.shortcut``,
-  ``interp.patching``
+- ``interp.storage``: ``ActivationStore`` (tensors and manifests; the shard loop is in
+  ``interp.extract``), ``Activations``; atomic writes and checksums, provenance
+- ``interp.model``: ``load_model``, ``LoadedModel`` (batched ``logits`` and ``generate``),
+  ``EMBEDDED``, ``Positions``, ``Site`` and ``recording``; architectures, hooks, backends
+- extraction: ``extract`` (``interp.extract``)
+- edits: ``intervene``, ``Ablate``, ``Add``, ``Patch``, ``Apply``, ``directional_ablation``,
+  ``orthogonalize`` (``interp.interventions``)
+- ``interp.lens``: ``apply_lens``, ``LensOutput``, ``first_tokens``, ``collisions``; the tuned
+  lens in ``interp.lens.tuned``
+- ``interp.analysis``: refusal (``refusal``, ``directions``, ``edit_scores``,
+  ``direction_effects``), cross-lingual similarity (``similarity``, ``language_pairs``),
+  ``geometry``, ``embeddings``, ``neurons``, factual recall and consistency (``factual``,
+  ``factual_data``, ``factual_lens``, ``consistency``), ``shortcut``, ``patching``, ``controls``
+- statistics: ``interp.metrics``; benchmarks: ``interp.bench`` (measured by ``interp.timing``)
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
-from interp.activations import Activations
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import (
@@ -35,12 +30,14 @@ from interp.interventions import (
     intervene,
     orthogonalize,
 )
-from interp.lens import LensOutput, apply_lens, collisions, first_tokens
-from interp.models import EMBEDDED, LoadedModel, load_model
-from interp.positions import Positions
-from interp.provenance import __version__
-from interp.sites import Site, recording
-from interp.store import ActivationStore
+from interp.lens.logit import LensOutput, apply_lens, collisions, first_tokens
+from interp.model.convert import EMBEDDED
+from interp.model.models import LoadedModel, load_model
+from interp.model.positions import Positions
+from interp.model.sites import Site, recording
+from interp.storage.activations import Activations
+from interp.storage.provenance import __version__
+from interp.storage.store import ActivationStore
 
 __all__ = [
     "EMBEDDED",

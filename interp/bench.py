@@ -1,108 +1,17 @@
-"""Benchmarks: medians over interleaved repeats in one process, reported as ratios to a baseline."""
+"""Benchmarks of polylens against plain baselines: medians over interleaved repeats, as ratios.
+
+How they measure is ``interp.timing``.
+"""
 
 from __future__ import annotations
 
-import os
-import statistics
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from interp.extract import extract
-from interp.models import LoadedModel, load_model
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples the process RSS every 5 ms while open.
-
-    ``.peak`` is the highest value seen, ``.growth`` how far it rose above the value at entry
-    (memory a method allocates on top of what the process already holds).
-    """
-
-    def __enter__(self) -> PeakRSS:
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def growth(self) -> int:
-        """Peak minus the RSS at entry, in bytes."""
-        return self.peak - self.start
-
-
-@dataclass
-class Timings:
-    """Wall and CPU times, peak RSS, RSS growth and peak CUDA memory of each method over repeats.
-
-    CPU time beside wall time: on a machine shared with other jobs, a process's wall time depends
-    on the share of the cores it gets; its CPU time does not (one thread: the two agree on an
-    idle machine).
-    """
-
-    times: dict[str, list[float]]
-    cpu_times: dict[str, list[float]]
-    peak_rss: dict[str, int]
-    rss_growth: dict[str, int]
-    cuda_peak: dict[str, int]
-    """``torch.cuda.max_memory_allocated`` during the method (0 on CPU, where RSS tells)."""
-
-    @property
-    def median(self) -> dict[str, float]:
-        """Median wall time per method."""
-        return {k: statistics.median(v) for k, v in self.times.items()}
-
-    @property
-    def cpu_median(self) -> dict[str, float]:
-        """Median CPU time (this process, all threads) per method."""
-        return {k: statistics.median(v) for k, v in self.cpu_times.items()}
-
-
-def interleaved(methods: dict[str, Callable[[], None]], repeats: int, cuda: bool) -> Timings:
-    """Run every method once per repeat, in turn, so machine noise hits them alike."""
-    zeros = dict.fromkeys(methods, 0)
-    out = Timings(
-        {k: [] for k in methods}, {k: [] for k in methods}, dict(zeros), dict(zeros), dict(zeros)
-    )
-    for _ in range(repeats):
-        for name, run in methods.items():
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            with PeakRSS() as rss:
-                t, cpu = time.perf_counter(), time.process_time()
-                run()
-                if cuda:
-                    torch.cuda.synchronize()
-                out.times[name].append(time.perf_counter() - t)
-                out.cpu_times[name].append(time.process_time() - cpu)
-            out.peak_rss[name] = max(out.peak_rss[name], rss.peak)
-            out.rss_growth[name] = max(out.rss_growth[name], rss.growth)
-            if cuda:
-                out.cuda_peak[name] = max(out.cuda_peak[name], torch.cuda.max_memory_allocated())
-    return out
-
-
-def _mb(values: dict[str, int]) -> dict[str, float]:
-    return {k: round(v / 2**20, 1) for k, v in values.items()}
+from interp.model.models import LoadedModel, load_model
+from interp.timing import interleaved, megabytes
 
 
 def bench_model(
@@ -180,9 +89,9 @@ def bench_extract(
         "repeats": repeats,
         "median_s": med,
         "all_s": times,
-        "peak_rss_mb": _mb(peaks),
-        "rss_growth_mb": _mb(growth),
-        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "peak_rss_mb": megabytes(peaks),
+        "rss_growth_mb": megabytes(growth),
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
         "ratios": {
             "b/a": med["b_polylens_hooks"] / med["a_bare_forward"],
             "c/b": med["c_transformer_lens"] / med["b_polylens_hooks"],
@@ -205,8 +114,8 @@ def bench_lens(
     materialises every layer's logits for all prompts, then takes the same top-5.
     Extraction is not timed for polylens (it reads cached activations), as in an analysis.
     """
-    from interp.backends import _tl_bridge
-    from interp.lens import apply_lens
+    from interp.lens.logit import apply_lens
+    from interp.model.backends import _tl_bridge
 
     model = bench_model(spec, device)
     prompts = mixed_language_prompts(n_prompts)
@@ -246,8 +155,8 @@ def bench_lens(
         "repeats": repeats,
         "median_s": med,
         "all_s": times,
-        "rss_growth_mb": _mb(growth),
-        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "rss_growth_mb": megabytes(growth),
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
         "ratios": {
             "time polylens/transformer_lens": med["polylens"] / med["transformer_lens"],
             # On a GPU the memory that matters is the device's; RSS says nothing there.
@@ -294,7 +203,7 @@ def bench_interventions(
         "repeats": repeats,
         "median_s": med,
         "all_s": timings.times,
-        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
         "ratio ablated/plain": med["ablated"] / med["plain"],
     }
 
@@ -311,18 +220,18 @@ def bench_similarity(
     seed: int = 0,
     max_components: int | None = 20,
 ) -> dict:
-    """Every ``interp.similarity`` metric for all pairs and layers: batched vs a numpy loop.
+    """Every ``analysis.similarity`` metric for all pairs and layers: batched vs a numpy loop.
 
     ``features`` (``[lang, layer, item, d_model]``, e.g. cached activations) or random ones of
     the given shape (a shared component plus three times as much per-language noise, so that
     retrieval is about half right and every metric is far from its bounds). The reference
     computes each unordered pair and layer once, as reference implementations do
-    (``interp.similarity_reference``); both must agree within 1e-5.
+    (``interp.analysis.similarity_reference``); both must agree within 1e-5.
     """
     import numpy as np
 
-    from interp import similarity as sim
-    from interp import similarity_reference as ref
+    from interp.analysis import similarity as sim
+    from interp.analysis import similarity_reference as ref
 
     if features is None:
         gen = torch.Generator().manual_seed(seed)
@@ -365,9 +274,9 @@ def bench_similarity(
         "cpu_s": cpu_med,
         "speedup loop/batched (cpu time)": cpu_med["loop"] / cpu_med["batched"],
         "max_abs_diff": max_diff,
-        "peak_rss_mb": _mb(timings.peak_rss),
-        "rss_growth_mb": _mb(timings.rss_growth),
-        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "peak_rss_mb": megabytes(timings.peak_rss),
+        "rss_growth_mb": megabytes(timings.rss_growth),
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
     }
 
 
@@ -393,9 +302,9 @@ def bench_refusal(
     """
     import numpy as np
 
+    from interp.analysis.directions import candidate_directions, score_candidates, select_direction
+    from interp.analysis.refusal import incontext_template, opener_token_ids, post_instruction_count
     from interp.data import load
-    from interp.directions import candidate_directions, score_candidates, select_direction
-    from interp.refusal import incontext_template, opener_token_ids, post_instruction_count
 
     model = bench_model(spec, device)
     template = incontext_template(lang)
@@ -444,7 +353,7 @@ def bench_refusal(
         "repeats": repeats,
         "median_s": med,
         "all_s": timings.times,
-        "cuda_peak_mb": _mb(timings.cuda_peak),
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
         "speedup one_per_pass/batched": med["one_per_pass"] / med["batched"],
         "max_score_gap": gap,
         "selected": chosen,
@@ -468,10 +377,10 @@ def bench_factual(
     ``n_facts`` facts (spread over the relations) asked in every language of ``langs`` as
     few-shot clozes, with up to ``max_candidates`` candidates each. The naive shape runs
     prompt + candidate once per candidate (keeping only the logits it reads); the batched one is
-    ``interp.factual.rank_candidates``. Both must give the same ranks.
+    ``interp.analysis.factual.rank_candidates``. Both must give the same ranks.
     """
-    from interp.factual import continuation, rank_candidates
-    from interp.factual_data import bundled_facts, with_demonstrations
+    from interp.analysis.factual import continuation, rank_candidates
+    from interp.analysis.factual_data import bundled_facts, with_demonstrations
 
     model = bench_model(spec, device)
     codes = [x for x in langs.split(",") if x]

@@ -22,17 +22,17 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.activations import Activations
-from interp.backends import get_backend
-from interp.batching import pad_batch
-from interp.dtypes import DTYPES
 from interp.errors import PolylensError
-from interp.models import LoadedModel
-from interp.positions import BatchSelector, Positions, PositionsLike
-from interp.provenance import provenance
-from interp.sites import Site, layer_site, parse_sites, site_width
-from interp.store import ActivationStore, entry_key
-from interp.transfer import HostCopy
+from interp.model.backends import get_backend
+from interp.model.batching import pad_batch
+from interp.model.dtypes import DTYPES
+from interp.model.models import LoadedModel
+from interp.model.positions import BatchSelector, Positions, PositionsLike
+from interp.model.sites import Site, layer_site, parse_sites, site_width
+from interp.model.transfer import HostCopy
+from interp.storage.activations import Activations
+from interp.storage.provenance import provenance
+from interp.storage.store import ActivationStore, entry_key
 
 __all__ = [
     "Activations",
@@ -239,11 +239,11 @@ def extract(
         model: from ``interp.load_model``.
         prompts: the texts, used verbatim (apply a chat template first if wanted).
         layers: ``"all"``, an index or a list (0 = embedding output, L = after the last block).
-        sites: instead of residual layers, named sites (``interp.sites``: ``attn_out.3``,
+        sites: instead of residual layers, named sites (``interp.model.sites``: ``attn_out.3``,
             ``mlp_out.*``, ``mlp_act.5``, ...), all of one width; needs the hooks backend for
             anything but residual sites.
         positions: ``"last"``, ``"mean"``, ``"all"``, an index, one index per prompt, or one
-            ``(start, end)`` token span per prompt (see ``interp.positions``).
+            ``(start, end)`` token span per prompt (see ``interp.model.positions``).
         backend: ``hooks`` (default), ``transformer_lens`` or ``nnsight``.
         batch_size: prompts per forward pass.
         dtype: storage dtype of the result: float32, float16 or bfloat16.

@@ -30,11 +30,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.architectures import get_submodule
 from interp.errors import PolylensError
-from interp.models import LoadedModel
-from interp.placement import is_offloaded
-from interp.sites import Site, hooked, parse_sites, site_width
+from interp.model.architectures import get_submodule
+from interp.model.models import LoadedModel
+from interp.model.placement import is_offloaded
+from interp.model.sites import Site, hooked, parse_sites, site_width
 
 PositionsSpec = int | Sequence[int] | None
 """``None`` (every position) or positions counted from the end (``-1`` = the last token)."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.errors import PolylensError
-from interp.files import (
+from interp.storage.files import (
     CorruptFileError,
     load_safetensors,
     read_sealed_json,
     save_safetensors,
     write_sealed_json,
 )
-from interp.provenance import provenance
+from interp.storage.provenance import provenance
 from probes.linear import LinearProbe
 
 _TENSORS = ("weight", "bias", "mean", "std")

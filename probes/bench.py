@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from interp.bench import bench_model, interleaved
+from interp.bench import bench_model
 from interp.data import DEFAULT_LANGS
-from interp.models import LoadedModel
-from interp.store import ActivationStore
+from interp.model.models import LoadedModel
+from interp.storage.store import ActivationStore
+from interp.timing import interleaved
 from probes.boundary import balanced_items, boundary_features
 from probes.evaluate import cross_validate, stratified_folds
 

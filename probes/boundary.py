@@ -12,7 +12,7 @@ from torch import Tensor
 from interp.data import BoundaryQuestion, load
 from interp.data.loader import split_of
 from interp.errors import PolylensError
-from interp.models import LoadedModel
+from interp.model.models import LoadedModel
 from probes.features import question_features
 from probes.labels import knowledge_labels
 

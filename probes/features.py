@@ -14,7 +14,7 @@ from torch import Tensor
 
 from interp.errors import PolylensError
 from interp.extract import extract
-from interp.models import LoadedModel
+from interp.model.models import LoadedModel
 
 
 def question_spans(

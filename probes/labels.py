@@ -19,7 +19,7 @@ import torch
 
 from interp.data import LANGUAGES, BoundaryQuestion, Fact, load
 from interp.errors import PolylensError
-from interp.models import LoadedModel
+from interp.model.models import LoadedModel
 
 SCHEMES = ("construction", "model")
 

@@ -4,9 +4,9 @@ import pytest
 from tolerance import DEEP_FORWARD, assert_close_to_scale
 
 import interp
-from interp import embeddings as emb
-from interp import neurons as nrn
-from interp import similarity as sim
+from interp.analysis import embeddings as emb
+from interp.analysis import neurons as nrn
+from interp.analysis import similarity as sim
 from interp.data import load
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,8 @@ import statistics
 import pytest
 from tiny import save_tiny
 
-from interp.bench import bench_extract, bench_lens, interleaved
+from interp.bench import bench_extract, bench_lens
+from interp.timing import interleaved
 from probes.bench import bench_probes
 
 

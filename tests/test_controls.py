@@ -8,7 +8,7 @@ import torch
 from experiments import translation_task
 from experiments.translation_task import TranslationConfig, build_items
 from interp import PolylensError
-from interp.controls import collision_kinds, fixed_demonstrations, per_word_demonstrations
+from interp.analysis.controls import collision_kinds, fixed_demonstrations, per_word_demonstrations
 from interp.data import Word
 from probes.controls import (
     control_task,

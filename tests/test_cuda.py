@@ -5,7 +5,7 @@ import torch
 from tiny import PROMPTS, tiny_model
 
 import interp
-from interp.transfer import HostCopy, to_device
+from interp.model.transfer import HostCopy, to_device
 
 pytestmark = [
     pytest.mark.cuda,
@@ -24,7 +24,7 @@ def test_asynchronous_copies_round_trip():
 
 def test_cpu_tuned_lens_on_gpu_residuals():
     from interp.lens import apply_lens
-    from interp.tuned_lens import TunedLens
+    from interp.lens.tuned import TunedLens
 
     model = tiny_model("llama")
     assert model.device.type == "cuda"

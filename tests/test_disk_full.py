@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny import save_tiny
 
-import interp.files as files
+import interp.storage.files as files
 from experiments.cli import main
-from interp.files import NoSpaceError, atomic_write_bytes, save_safetensors
+from interp.storage.files import NoSpaceError, atomic_write_bytes, save_safetensors
 
 
 @pytest.fixture

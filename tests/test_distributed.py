@@ -11,14 +11,14 @@ import torch
 from tiny import PROMPTS, save_tiny
 
 import interp
-from interp.store import ActivationStore
+from interp.storage.store import ActivationStore
 
 MANY = [f"{p} {i}" for i in range(5) for p in PROMPTS]  # 25 prompts -> 9 shards of 3
 
 _RANK = """
 import sys, torch.distributed as dist
 import interp
-from interp.store import ActivationStore
+from interp.storage.store import ActivationStore
 dist.init_process_group("gloo")  # env:// as torchrun sets it: RANK, WORLD_SIZE, MASTER_*
 model_dir, root, prompts = sys.argv[1], sys.argv[2], sys.argv[3].split("|")
 store = ActivationStore(root, shard_size=3)

@@ -2,7 +2,7 @@
 
 import torch
 
-from interp import embeddings as emb
+from interp.analysis import embeddings as emb
 
 
 def test_script_of():

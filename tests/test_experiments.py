@@ -199,7 +199,7 @@ def test_knowledge_boundary_with_model_labels(tiny_dir, tmp_path, monkeypatch):
 
     import pandas as pd
 
-    from interp.models import LoadedModel
+    from interp.model.models import LoadedModel
     from probes import labels
 
     # A random tiny model knows nothing: let it "know" the facts whose answer hashes even.

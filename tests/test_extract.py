@@ -6,9 +6,9 @@ from tiny import CONFIGS, PROMPTS, tiny_model
 from tolerance import OTHER_IMPLEMENTATION, SAME_MATH, assert_close_to_scale
 
 import interp
-from interp.batching import pad_batch
-from interp.hooks import reading_hooks
-from interp.sites import Site, layer_site, site_width
+from interp.model.batching import pad_batch
+from interp.model.hooks import reading_hooks
+from interp.model.sites import Site, layer_site, site_width
 
 
 def reference_hidden_states(model, prompts):

@@ -9,28 +9,28 @@ from tiny import CONFIGS, save_tiny, tiny_model
 from tolerance import SAME_MATH, VOCAB_SOFTMAX, assert_close_to_scale
 
 from experiments import run_experiment
-from interp.consistency import (
+from interp.analysis.consistency import (
     language_of_inquiry,
     overlap_consistency,
     pair_summary,
     rank_consistency,
     transfer_scores,
 )
-from interp.errors import PolylensError
-from interp.factual import (
+from interp.analysis.factual import (
     FactPrompt,
     answer_matches,
     candidate_logprobs,
     continuation,
     rank_candidates,
 )
-from interp.factual_data import (
+from interp.analysis.factual_data import (
     bundled_facts,
     country_languages,
     read_mlama_dir,
     with_demonstrations,
 )
-from interp.factual_lens import answer_token_sets, takeover_layer
+from interp.analysis.factual_lens import answer_token_sets, takeover_layer
+from interp.errors import PolylensError
 from interp.interventions import Add, intervene
 
 PROMPTS = ["The capital of France is", "法国的首都是", "Mji mkuu wa Ufaransa ni", "x"]

@@ -1,4 +1,4 @@
-"""Unit tier: atomic writes and checksums (interp.files), probe artifacts, tuned-lens cache."""
+"""Unit tier: atomic writes and checksums (interp.storage.files), probe artifacts, tuned lens."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from tiny import tiny_model
 
 from interp.errors import PolylensError
-from interp.files import (
+from interp.storage.files import (
     CorruptFileError,
     load_safetensors,
     matches_sidecar,
@@ -86,7 +86,7 @@ def test_bit_flipped_probe_is_refused(tmp_path):
 @pytest.fixture
 def cached_lens(monkeypatch):
     """A tuned lens of a tiny model, trained in a few steps on random residuals and cached."""
-    from interp import tuned_lens
+    from interp.lens import tuned as tuned_lens
 
     llama = tiny_model("llama")
     residuals = torch.randn(32, llama.n_layers, llama.d_model)
@@ -99,7 +99,7 @@ def cached_lens(monkeypatch):
 
 
 def test_tuned_lens_cache_is_checked(cached_lens):
-    from interp import tuned_lens
+    from interp.lens import tuned as tuned_lens
 
     llama, config, first, path = cached_lens
     again = tuned_lens.load_or_train_tuned_lens(llama, config)
@@ -111,7 +111,7 @@ def test_tuned_lens_cache_is_checked(cached_lens):
 
 
 def test_unreadable_tuned_lens_cache_is_one_line(cached_lens):
-    from interp import tuned_lens
+    from interp.lens import tuned as tuned_lens
 
     llama, config, _, path = cached_lens
     (path / "translators.safetensors").write_bytes(b"\x00garbage")

@@ -11,8 +11,8 @@ from tolerance import (
 )
 
 import interp
-from interp.batching import pad_batch
 from interp.data import load, prompts_of
+from interp.model.batching import pad_batch
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +68,8 @@ def test_smollm_chat_template_extraction():
 
 
 def test_gemma_logit_lens_is_exact_and_matches_transformer_lens(gemma):
-    from interp.backends import _tl_bridge
     from interp.lens import apply_lens
+    from interp.model.backends import _tl_bridge
 
     prompts = PROMPTS[:4]
     acts = interp.extract(gemma, prompts, progress=False)

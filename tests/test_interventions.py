@@ -15,7 +15,7 @@ from interp.interventions import (
     intervene,
     orthogonalize,
 )
-from interp.sites import Site, parse_sites, recording, site_width
+from interp.model.sites import Site, parse_sites, recording, site_width
 
 EXACT = 1e-6  # an edit that changes nothing must leave logits unchanged to this (relative)
 NO_COMPONENT = 1e-5  # a residual's component along an ablated direction, relative to its norm
@@ -174,8 +174,8 @@ def test_orthogonalize_refuses_gemma():
 
 
 def test_sites_match_transformer_lens_hooks():
-    from interp.backends import _tl_bridge
-    from interp.batching import pad_batch
+    from interp.model.backends import _tl_bridge
+    from interp.model.batching import pad_batch
 
     llama = tiny_model("llama")
     bridge = _tl_bridge(llama)

@@ -1,5 +1,6 @@
-"""Unit tier: imports follow the data flow (data -> models -> extract -> store -> analyses ->
-experiments -> CLI) and never go back.
+"""Unit tier: imports follow the data flow, down the library's rooms (storage, then model and
+data, then extract and interventions, then lens, then analysis; probes above the library, the
+application above all) and never go back.
 
 The import graph is read from the source (AST), function-local imports included, so a lazy
 import cannot hide a dependency. An edge goes to the module an import names (``from a import b``
@@ -102,15 +103,21 @@ def in_package(package: str) -> set[str]:
 
 
 def test_the_walker_sees_function_local_and_relative_imports():
-    known = {"interp", "interp.store", "interp.models", "interp.data", "interp.data.loader"}
+    known = {
+        "interp",
+        "interp.storage.store",
+        "interp.model.models",
+        "interp.data",
+        "interp.data.loader",
+    }
     source = (
-        "import interp.store\n"
-        "def f():\n    from interp import models\n"
+        "import interp.storage.store\n"
+        "def f():\n    from interp.model import models\n"
         "class C:\n    def g(self):\n        from .loader import x\n"
     )
     assert imports_of("interp.data.check", source, known) == {
-        "interp.store",
-        "interp.models",
+        "interp.storage.store",
+        "interp.model.models",
         "interp.data.loader",
     }
     assert imports_of("interp.lens", "from interp import __version__\n", known) == {"interp"}
@@ -126,14 +133,83 @@ def test_no_import_cycle():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
+# The library's rooms, lowest first: a module imports only from rooms below its own (or from its
+# own room). Rooms of one rank are siblings and import neither each other.
+LAYERS: list[tuple[str, ...]] = [
+    ("interp.errors",),
+    ("interp.checks", "interp.metrics", "interp.plots", "interp.timing"),  # leaves beside the flow
+    ("interp.storage",),  # what reaches the disk
+    ("interp.model", "interp.data"),  # loading and addressing a model; bundled data
+    ("interp.extract", "interp.interventions"),  # reading sites; editing them
+    ("interp.lens",),
+    ("interp.analysis",),
+    ("interp.bench",),
+    ("interp",),  # the public surface
+    ("probes",),
+    ("experiments",),  # the application
+]
+
+
+def room(module: str) -> str:
+    """The room of ``module``: the longest name of ``LAYERS`` it is or lies in."""
+    names = [name for rooms in LAYERS for name in rooms]
+    inside = [n for n in names if module == n or module.startswith(n + ".")]
+    assert inside, f"{module} lies in no room of LAYERS; give its folder a place there"
+    return max(inside, key=len)
+
+
+def layer_violations(edges: dict[str, frozenset[str]]) -> list[str]:
+    """Every import that goes up or sideways between rooms, as ``a -> b (why)``."""
+    rank = {name: i for i, rooms in enumerate(LAYERS) for name in rooms}
+    out = []
+    for source, targets in sorted(edges.items()):
+        a = room(source)
+        for target in sorted(targets):
+            b = room(target)
+            if a != b and rank[b] >= rank[a]:
+                kind = "up" if rank[b] > rank[a] else "sideways"
+                out.append(f"{source} -> {target} ({kind}: {a} to {b})")
+    return out
+
+
+def test_imports_only_go_down_the_layers():
+    assert layer_violations(graph()) == []
+
+
+def test_the_layer_check_sees_a_violation():
+    edges = {
+        "interp.storage.store": frozenset({"interp.model.models"}),  # up
+        "interp.model.sites": frozenset({"interp.data.loader", "interp.errors"}),  # sideways
+        "interp.lens.logit": frozenset({"interp.analysis.metrics_x"}),  # up
+        "interp.analysis.directions": frozenset({"interp.lens.logit", "interp.extract"}),  # ok
+    }
+    assert layer_violations(edges) == [
+        "interp.lens.logit -> interp.analysis.metrics_x (up: interp.lens to interp.analysis)",
+        "interp.model.sites -> interp.data.loader (sideways: interp.model to interp.data)",
+        "interp.storage.store -> interp.model.models (up: interp.storage to interp.model)",
+    ]
+
+
+def test_every_module_has_a_room():
+    for name in modules():
+        room(name)
+
+
 def test_models_imports_neither_extract_nor_store():
-    assert not reachable("interp.models") & {"interp.extract", "interp.store"}
+    assert not reachable("interp.model.models") & {"interp.extract", "interp.storage.store"}
 
 
 def test_store_knows_nothing_of_models_or_extraction():
-    forbidden = {"interp.models", "interp.extract", "interp.backends", "interp.hooks"}
-    assert not reachable("interp.store") & forbidden, reachable("interp.store") & forbidden
-    assert not graph()["interp.activations"] & forbidden
+    forbidden = {
+        "interp.model.models",
+        "interp.extract",
+        "interp.model.backends",
+        "interp.model.hooks",
+    }
+    assert not reachable("interp.storage.store") & forbidden, (
+        reachable("interp.storage.store") & forbidden
+    )
+    assert not graph()["interp.storage.activations"] & forbidden
 
 
 def test_library_never_imports_the_application():

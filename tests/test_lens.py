@@ -9,7 +9,7 @@ from tolerance import SAME_MATH, assert_close_to_scale
 
 import interp
 from interp.lens import apply_lens, collisions, first_tokens
-from interp.tuned_lens import TunedLens, TunedLensConfig, kl_per_layer, train_tuned_lens
+from interp.lens.tuned import TunedLens, TunedLensConfig, kl_per_layer, train_tuned_lens
 
 
 @pytest.fixture(scope="module", params=["gemma3_text", "llama", "gpt2"])
@@ -111,7 +111,7 @@ def test_tuned_lens_training_lowers_kl():
 
 
 def test_tuned_lens_is_cached_per_model(monkeypatch):
-    from interp import tuned_lens
+    from interp.lens import tuned as tuned_lens
 
     llama = tiny_model("llama")
     config = TunedLensConfig(steps=3, tokens_per_step=4)
@@ -126,7 +126,7 @@ def test_tuned_lens_is_cached_per_model(monkeypatch):
 
 
 def test_model_without_final_norm_is_a_clear_error():
-    from interp.models import LoadedModel
+    from interp.model.models import LoadedModel
 
     llama = tiny_model("llama")
     del llama.hf.model.norm

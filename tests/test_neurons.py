@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from interp import PolylensError, intervene, recording
-from interp import neurons as nrn
+from interp.analysis import neurons as nrn
 
 
 def test_lape_uniform_is_maximal_and_one_hot_is_zero():

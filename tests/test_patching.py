@@ -5,11 +5,11 @@ import torch
 from tiny import tiny_model
 from tolerance import SAME_MATH, assert_close_to_scale
 
+from interp.analysis.factual import candidate_logprobs
+from interp.analysis.patching import PatchRows, patch_plan, subject_span, swap_partners
 from interp.errors import PolylensError
-from interp.factual import candidate_logprobs
 from interp.interventions import intervene
-from interp.patching import PatchRows, patch_plan, subject_span, swap_partners
-from interp.sites import layer_site, recording
+from interp.model.sites import layer_site, recording
 
 PAIRS = [  # (prompt, subject)
     ("The capital of France is", "France"),

@@ -11,23 +11,18 @@ from tiny import save_tiny, tiny_model
 
 from experiments import run_experiment
 from interp import Ablate, PolylensError, directional_ablation, intervene, recording
-from interp.data.refusal import DIALOGUES
-from interp.directions import (
+from interp.analysis.direction_effects import cosine_by_layer, orthogonalization_gap
+from interp.analysis.directions import (
     CandidateScores,
     candidate_directions,
-    cosine_by_layer,
     diff_in_means,
-    orthogonalization_gap,
-    plain_logprobs,
     score_candidates,
-    scores_under_edits,
     select_direction,
-    shared_prefix_length,
     spare_top_dimensions,
     top_dimension_share,
 )
-from interp.metrics import auroc
-from interp.refusal import (
+from interp.analysis.edit_scores import plain_logprobs, scores_under_edits, shared_prefix_length
+from interp.analysis.refusal import (
     RefusalTemplate,
     incontext_template,
     judge,
@@ -37,6 +32,8 @@ from interp.refusal import (
     read_user_data,
     refusal_score,
 )
+from interp.data.refusal import DIALOGUES
+from interp.metrics import auroc
 
 HARMFUL = [
     "The capital is Paris",

@@ -17,8 +17,9 @@ import experiments.refusal_direction as refusal_direction
 from experiments import run_experiment
 from experiments.base import ResultDir
 from experiments.refusal_direction import RefusalConfig
-from interp.directions import Selection, cosine_by_layer, select_direction, shared_position
-from interp.refusal import incontext_template, post_instruction_count
+from interp.analysis.direction_effects import cosine_by_layer, shared_position
+from interp.analysis.directions import Selection, select_direction
+from interp.analysis.refusal import incontext_template, post_instruction_count
 
 # de puts 10 tokens after the instruction, en 9 (on the tiny tokenizer); de runs first, so an
 # index from the start that de selects can be past the end of en's.

@@ -13,7 +13,7 @@ from tiny import PROMPTS, save_tiny
 
 from interp import Ablate, Add, PolylensError, extract, intervene, load_model, orthogonalize
 from interp.lens import apply_lens, first_tokens
-from interp.placement import execution_device, is_offloaded, main_device
+from interp.model.placement import execution_device, is_offloaded, main_device
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,8 @@ from tiny import tiny_model
 from tolerance import SAME_MATH, VOCAB_SOFTMAX, assert_close_to_scale
 from torch import nn
 
-from interp.errors import PolylensError
-from interp.extract import extract
-from interp.factual import candidate_logprobs, continuation
-from interp.interventions import intervene
-from interp.lens import decode_logits
-from interp.shortcut import (
+from interp.analysis.factual import candidate_logprobs, continuation
+from interp.analysis.shortcut import (
     AffineMap,
     candidate_tails,
     first_token_ids,
@@ -23,7 +19,11 @@ from interp.shortcut import (
     shortcut_edits,
     shortcut_logits,
 )
-from interp.sites import hooked, layer_site
+from interp.errors import PolylensError
+from interp.extract import extract
+from interp.interventions import intervene
+from interp.lens import decode_logits
+from interp.model.sites import hooked, layer_site
 
 PROMPTS = ["The capital of France is", "法国的首都是", "Mji mkuu wa Ufaransa ni", "La capitale"]
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from interp import PolylensError
-from interp import similarity as sim
-from interp import similarity_reference as ref
+from interp.analysis import language_pairs as pairs
+from interp.analysis import similarity as sim
+from interp.analysis import similarity_reference as ref
 from interp.data.user import read_parallel_dir
 
 
@@ -170,10 +171,10 @@ def test_peaks_and_relatedness():
     values = torch.zeros(4, 3, 3)
     values[2] = 1.0
     values[1, 0, 1] = 2.0
-    layers, best = sim.peak_layers(values, [0, 3, 6, 9])
+    layers, best = pairs.peak_layers(values, [0, 3, 6, 9])
     assert layers[0, 1] == 3 and best[0, 1] == 2.0
     assert layers[1, 2] == 6
-    groups = sim.pair_groups(["en", "fr", "ru"])
+    groups = pairs.pair_groups(["en", "fr", "ru"])
     assert groups.same_script.tolist() == [
         [False, True, False],
         [True, False, False],
@@ -183,7 +184,7 @@ def test_peaks_and_relatedness():
     # A metric that is high exactly for the same-script pair correlates perfectly with it.
     metric = torch.zeros(1, 3, 3)
     metric[0, 0, 1] = metric[0, 1, 0] = 1.0
-    corr = sim.relatedness_correlation(metric, groups)
+    corr = pairs.relatedness_correlation(metric, groups)
     assert corr["same_script"][0] == pytest.approx(1.0)
     assert torch.isnan(corr["same_family"][0])  # all three are Indo-European: constant
 
@@ -245,9 +246,9 @@ def test_bench_similarity_small():
 
 def test_group_curves():
     values = torch.arange(2 * 9, dtype=torch.float32).view(2, 3, 3)
-    curves = sim.group_curves(values, sim.pair_groups(["en", "fr", "ru"]))
+    curves = pairs.group_curves(values, pairs.pair_groups(["en", "fr", "ru"]))
     mean, lo, hi = curves["same script"]
     assert mean.tolist() == [2.0, 11.0]  # (en, fr) = 1 and (fr, en) = 3 at layer 0
     mean, _, _ = curves["different script"]
     assert mean.tolist() == [(2 + 5 + 6 + 7) / 4, (2 + 5 + 6 + 7) / 4 + 9]
-    assert set(sim.group_curves(values[:, :1, :1], sim.pair_groups(["en"]))) == set()
+    assert set(pairs.group_curves(values[:, :1, :1], pairs.pair_groups(["en"]))) == set()

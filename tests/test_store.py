@@ -13,7 +13,7 @@ from tiny import PROMPTS
 from tolerance import SAME_MATH, assert_close_to_scale
 
 import interp
-from interp.store import ActivationStore, entry_key
+from interp.storage.store import ActivationStore, entry_key
 
 # `interp.extract` is also the name of the function the package exports; this is the module.
 extract_module = importlib.import_module("interp.extract")
@@ -249,9 +249,9 @@ def _raise(exc):
 # -- real processes: SIGKILL between a shard and its checksum; two writers at once ------------
 _WORKER = """
 import os, signal, sys
-from interp.models import load_model
-from interp.store import ActivationStore
-import interp, interp.store as store_module
+from interp.model.models import load_model
+from interp.storage.store import ActivationStore
+import interp, interp.storage.store as store_module
 model_dir, root, prompts, die_at = sys.argv[1:3] + [sys.argv[3].split("|"), int(sys.argv[4])]
 real, calls = store_module.write_sidecar, []
 def write_sidecar(*a, **k):  # SIGKILL once shard number die_at is in place, before its checksum
@@ -370,7 +370,7 @@ def test_foreign_shard_in_an_incomplete_entry_is_recomputed(llama, tmp_path):
 
 
 def _reseal(store, key, **changes):
-    from interp.files import read_sealed_json, write_sealed_json
+    from interp.storage.files import read_sealed_json, write_sealed_json
 
     path = store.root / key / "manifest.json"
     manifest = read_sealed_json(path, remedy="")
@@ -430,7 +430,7 @@ def test_an_unreadable_store_file_is_one_line(llama, tmp_path, monkeypatch):
     import builtins
     from pathlib import Path
 
-    import interp.files as files
+    import interp.storage.files as files
 
     store = ActivationStore(tmp_path, shard_size=6)
     key = entry_key(interp.extract(llama, MANY, store=store, progress=False).meta)

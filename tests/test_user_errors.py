@@ -12,7 +12,7 @@ import torch
 from tiny import save_tiny
 
 import experiments.translation_task
-import interp.models
+import interp.model.models
 from experiments import cli
 from experiments.cli import main
 
@@ -217,7 +217,7 @@ def test_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if early:
-        monkeypatch.setattr(interp.models, "load_model", _refuse)
+        monkeypatch.setattr(interp.model.models, "load_model", _refuse)
         monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
     argv = builder(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -280,6 +280,6 @@ def test_prompts_file_still_reads_utf8(tiny_dir, tmp_path, capsys):
 
 
 def test_model_dir_checks_accept_a_real_model(tiny_dir):
-    config = json.loads((interp.models.Path(tiny_dir) / "config.json").read_text())
+    config = json.loads((interp.model.models.Path(tiny_dir) / "config.json").read_text())
     assert config["model_type"] == "llama"
-    interp.models._check_model_dir(interp.models.Path(tiny_dir))
+    interp.model.models._check_model_dir(interp.model.models.Path(tiny_dir))

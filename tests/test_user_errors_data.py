@@ -20,15 +20,15 @@ import experiments.factual_consistency
 import experiments.mid_layer_alignment
 import experiments.refusal_direction
 import experiments.translation_task
-import interp.models
+import interp.model.models
 from experiments.base import read_yaml_mapping
 from experiments.cli import main
+from interp.analysis.factual_data import read_mlama_dir
+from interp.analysis.refusal import read_instruction_file
 from interp.checks import read_text_file
 from interp.data.user import read_parallel_dir
 from interp.errors import PolylensError
 from interp.extract import plan_extraction
-from interp.factual_data import read_mlama_dir
-from interp.refusal import read_instruction_file
 
 HEADER = "id\trelation\tprompt\tanswer\tcandidates"
 BOM = "\ufeff"
@@ -362,7 +362,7 @@ def test_data_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monk
     capsys.readouterr()
     if early:
         for module in (
-            interp.models,
+            interp.model.models,
             experiments.translation_task,
             experiments.factual_consistency,
             experiments.mid_layer_alignment,
@@ -385,7 +385,7 @@ def _refuse(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return interp.models.load_model(_tiny_dir(), device="cpu")
+    return interp.model.models.load_model(_tiny_dir(), device="cpu")
 
 
 # (id, call(tmp_path, monkeypatch, tiny model), expected part of the message): library readers.

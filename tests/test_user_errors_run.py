@@ -28,7 +28,7 @@ from tiny import save_tiny
 from transformers.utils import logging as hf_logging
 
 import experiments.translation_task
-import interp.models
+import interp.model.models
 from experiments import cli
 from experiments.cli import main
 from interp.errors import PolylensError
@@ -198,7 +198,7 @@ def test_run_mistake_is_one_line_exit_2(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if early:
-        monkeypatch.setattr(interp.models, "load_model", _refuse)
+        monkeypatch.setattr(interp.model.models, "load_model", _refuse)
         monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
     argv = builder(SimpleNamespace(tmp=tmp_path, patch=monkeypatch, model=tiny_dir))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -339,7 +339,7 @@ def test_any_list_field_with_a_repeat_is_refused(field, yaml):
 
 
 def test_a_store_under_home_is_expanded(tmp_path, monkeypatch):
-    from interp.store import ActivationStore
+    from interp.storage.store import ActivationStore
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert ActivationStore("~/acts").root == tmp_path / "acts"

@@ -19,7 +19,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from interp.models import LoadedModel, load_model
+from interp.model.models import LoadedModel, load_model
 
 CORPUS = [
     "The capital of France is Paris.",

@@ -23,7 +23,7 @@ from babel.numbers import get_currency_name, get_territory_currencies
 
 from interp.data.languages import DEFAULT_LANGS, foreign_letters
 from interp.data.templates import fill
-from interp.files import atomic_write_text
+from interp.storage.files import atomic_write_text
 
 DATA_DIR = Path(__file__).parent
 

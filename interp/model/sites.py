@@ -13,7 +13,8 @@
 =================  ==========================================================================
 
 A ``*`` in place of the block index means every block (``mlp_out.*``). Where each site lives in
-a given family is a row of ``interp.architectures``; nothing here branches on the architecture.
+a given family is a row of ``interp.model.architectures``; nothing here branches on the
+architecture.
 Reading and editing share :func:`site_hook`, so a site means the same tensor to both.
 """
 
@@ -27,10 +28,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from interp.activations import residual_site_name
-from interp.architectures import get_submodule
 from interp.errors import PolylensError
-from interp.models import LoadedModel
+from interp.model.architectures import get_submodule
+from interp.model.models import LoadedModel
+from interp.storage.activations import residual_site_name
 
 KINDS = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act")
 _PRE = ("resid_pre", "mlp_act")

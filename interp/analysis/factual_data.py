@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from interp.analysis.factual import FactPrompt, continuation
 from interp.checks import read_text_file, split_lines
 from interp.data import load
 from interp.data.languages import LANGUAGES
 from interp.data.user import language_files
 from interp.errors import PolylensError
-from interp.factual import FactPrompt, continuation
 
 __all__ = [
     "TSV_COLUMNS",

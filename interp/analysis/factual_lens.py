@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 
+from interp.analysis.factual import FactPrompt
 from interp.extract import extract
-from interp.factual import FactPrompt
-from interp.lens import LensOutput, apply_lens, first_tokens
-from interp.models import LoadedModel
+from interp.lens.logit import LensOutput, apply_lens, first_tokens
+from interp.model.models import LoadedModel
 
 __all__ = ["SET_NAMES", "answer_token_sets", "language_transition", "takeover_layer"]
 

@@ -21,15 +21,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import PolylensError
-from interp.transfer import to_device
+from interp.model.transfer import to_device
+from interp.storage.activations import RAGGED_KINDS
 
 PositionsLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
-RAGGED_KINDS = ("all", "spans")
-
-
-def is_ragged(key: str) -> bool:
-    """Whether a spec's ``key`` (as stored in provenance) gives several rows per prompt."""
-    return key.split(":")[0] in RAGGED_KINDS
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from interp.checks import read_text_file
 from interp.data.refusal import DIALOGUES
 from interp.data.user import language_files
 from interp.errors import PolylensError
-from interp.models import LoadedModel
+from interp.model.models import LoadedModel
 
 _SENTINEL = "\uf8ffINSTRUCTION\uf8ff"
 

@@ -21,18 +21,18 @@ from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
 from interp.extract import extract
-from interp.files import (
+from interp.lens.logit import decode_logits
+from interp.metrics import kl_divergence
+from interp.model.models import LoadedModel
+from interp.storage.files import (
     CorruptFileError,
     load_safetensors,
     read_sealed_json,
     save_safetensors,
     write_sealed_json,
 )
-from interp.lens import decode_logits
-from interp.metrics import kl_divergence
-from interp.models import LoadedModel
-from interp.paths import cache_dir
-from interp.provenance import provenance
+from interp.storage.paths import cache_dir
+from interp.storage.provenance import provenance
 
 
 class TunedLens(nn.Module):

@@ -1,7 +1,7 @@
 """Reading hooks for extraction: record named sites, and stop the forward pass after the last.
 
 Hooks are global state on the model: ``reading_hooks`` removes every handle in ``finally``
-(through ``interp.sites.hooked``), so an exception inside a batch never leaves one behind.
+(through ``interp.model.sites.hooked``), so an exception inside a batch never leaves one behind.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.models import LoadedModel
-from interp.sites import Site, SiteFn, forward_order, hooked
+from interp.model.models import LoadedModel
+from interp.model.sites import Site, SiteFn, forward_order, hooked
 
 Select = Callable[[Float[Tensor, "batch seq width"]], Float[Tensor, "rows width"]]
 

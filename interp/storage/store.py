@@ -40,9 +40,9 @@ from jaxtyping import Float, Int
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.files import (
+from interp.storage.activations import Activations
+from interp.storage.files import (
     CorruptFileError,
     atomic_write_json,
     matches_sidecar,
@@ -53,7 +53,7 @@ from interp.files import (
     write_sealed_json,
     write_sidecar,
 )
-from interp.paths import cache_dir
+from interp.storage.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

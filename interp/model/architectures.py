@@ -101,7 +101,7 @@ def adapter_for(model_type: str) -> Adapter:
     except KeyError:
         raise PolylensError(
             f"unsupported architecture {model_type!r}; supported: {', '.join(sorted(ADAPTERS))}. "
-            "Add a row to interp.architectures.ADAPTERS to support it."
+            "Add a row to interp.model.architectures.ADAPTERS to support it."
         ) from None
 
 

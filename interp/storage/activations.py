@@ -1,7 +1,7 @@
 """The result of an extraction: activation rows grouped per prompt, with their provenance.
 
-Both extraction (``interp.extract``) and the store (``interp.store``) return it; the analyses
-read it. It knows nothing of models or disks.
+Both extraction (``interp.extract``) and the store (``interp.storage.store``) return it; the
+analyses read it. It knows nothing of models or disks.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import PolylensError
-from interp.positions import is_ragged
+
+RAGGED_KINDS = ("all", "spans")
+
+
+def is_ragged(key: str) -> bool:
+    """Whether a spec's ``key`` (as stored in provenance) gives several rows per prompt."""
+    return key.split(":")[0] in RAGGED_KINDS
 
 
 def residual_site_name(layer: int) -> str:

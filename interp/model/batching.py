@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from interp.transfer import to_device
+from interp.model.transfer import to_device
 
 
 def pad_batch(

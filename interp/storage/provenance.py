@@ -3,7 +3,7 @@
 A store manifest, a tuned lens, a probe and a converted model all carry the same fields: the
 model's identity (``LoadedModel.identity``), the polylens version, and a hash of the data they
 were made from where there is one (e.g. ``prompts_hash``, ``dataset_sha256``). They are written
-with ``interp.files`` (atomic, checksummed). A low module: it imports nothing from polylens.
+with ``interp.storage.files`` (atomic, checksummed). A low module: it imports nothing from polylens.
 """
 
 from __future__ import annotations

@@ -23,9 +23,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import PolylensError
-from interp.hooks import Select, StopForward, reading_hooks
-from interp.models import LoadedModel
-from interp.sites import Site
+from interp.model.hooks import Select, StopForward, reading_hooks
+from interp.model.models import LoadedModel
+from interp.model.sites import Site
 
 Batch = dict[str, Tensor]
 Backend = Callable[[LoadedModel, Batch, Sequence[Site], Select, dict], Float[Tensor, "rows site d"]]

@@ -20,10 +20,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.activations import Activations
 from interp.errors import PolylensError
-from interp.models import LoadedModel
-from interp.placement import execution_device
+from interp.model.models import LoadedModel
+from interp.model.placement import execution_device
+from interp.storage.activations import Activations
 
 TokenSets = Sequence[Mapping[str, Sequence[int]]]
 """Per prompt, named sets of token ids (the same names for every prompt)."""

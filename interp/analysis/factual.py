@@ -24,10 +24,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.batching import pad_batch
 from interp.data.languages import LANGUAGES
 from interp.errors import PolylensError
-from interp.models import LoadedModel
+from interp.model.batching import pad_batch
+from interp.model.models import LoadedModel
 
 __all__ = [
     "CandidateRanking",

@@ -45,9 +45,9 @@ from tqdm.auto import tqdm
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import Edit, ForwardState
-from interp.lens import decode_logits
-from interp.models import LoadedModel
-from interp.sites import hooked, layer_site
+from interp.lens.logit import decode_logits
+from interp.model.models import LoadedModel
+from interp.model.sites import hooked, layer_site
 
 
 @dataclass
@@ -305,7 +305,7 @@ def candidate_tails(
 ) -> list[Float[Tensor, " candidate"]]:
     """Per candidate, its score minus its first token's log-prob: the part the shortcut keeps.
 
-    ``scores`` are the unmodified model's (``interp.factual.candidate_logprobs``) and
+    ``scores`` are the unmodified model's (``interp.analysis.factual.candidate_logprobs``) and
     ``final_states`` its layer-``L`` residuals at the prompts' last tokens. The shortcut edits
     only the prompt's last position after the last block, so tokens 2.. of every candidate are
     scored exactly as without it.

@@ -1,0 +1,10 @@
+"""Analyses on cached tensors, and on edited forward passes where they must.
+
+Refusal directions (``directions``, ``transfer``, ``refusal``), cross-lingual similarity
+(``similarity`` + its plain reference), geometry, token embeddings, language neurons, factual
+recall and consistency (``factual``, ``factual_data``, ``factual_lens``, ``consistency``),
+the final-layer shortcut, cross-lingual patching and the controls of lens readouts.
+
+They stand on extraction, interventions and the lenses; nothing in the library imports them
+but ``interp.bench``.
+"""
