@@ -220,13 +220,21 @@ def test_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monkeypat
         monkeypatch.setattr(interp.model.models, "load_model", _refuse)
         monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
     argv = builder(tmp_path)
+    assert_mistake(argv, message, tmp_path, capsys)
+
+
+def assert_mistake(argv, message, tmp_path, capsys):
+    """``main(argv)`` exits 2 with one ``polylens: error:`` line holding ``message``.
+
+    Nothing is written under ``tmp_path``: no lone config.yaml, no half result (its
+    ``.partial-`` directory is gone), no store entry.
+    """
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("polylens: error: "), err
     assert message in err
-    # Nothing written: no lone config.yaml, no half result, no store entry.
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 

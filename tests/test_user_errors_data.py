@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.utils.logging
+from test_user_errors import assert_mistake
 from tiny import save_tiny
 
 import experiments.factual_consistency
@@ -22,7 +23,6 @@ import experiments.refusal_direction
 import experiments.translation_task
 import interp.model.models
 from experiments.base import read_yaml_mapping
-from experiments.cli import main
 from interp.analysis.factual_data import read_mlama_dir
 from interp.analysis.refusal import read_instruction_file
 from interp.checks import read_text_file
@@ -369,14 +369,7 @@ def test_data_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monk
             experiments.refusal_direction,
         ):
             monkeypatch.setattr(module, "load_model", _refuse)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.count("\n") == 1 and err.startswith("polylens: error: "), err
-    assert message.format(t=tmp_path) in err
-    # Nothing written: no lone config.yaml, no half result, no store entry.
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert_mistake(argv, message.format(t=tmp_path), tmp_path, capsys)
 
 
 def _refuse(*args, **kwargs):

@@ -23,7 +23,7 @@ import matplotlib.figure
 import plotly.graph_objects as go
 import pytest
 import torch
-from test_user_errors import _config, _file, _refuse
+from test_user_errors import _config, _file, _refuse, assert_mistake
 from tiny import save_tiny
 from transformers.utils import logging as hf_logging
 
@@ -201,14 +201,7 @@ def test_run_mistake_is_one_line_exit_2(
         monkeypatch.setattr(interp.model.models, "load_model", _refuse)
         monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
     argv = builder(SimpleNamespace(tmp=tmp_path, patch=monkeypatch, model=tiny_dir))
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.count("\n") == 1 and err.startswith("polylens: error: "), err
-    assert message.format(tmp=tmp_path) in err
-    # Nothing written: no half result (its .partial- directory is gone), no lone config.yaml.
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert_mistake(argv, message.format(tmp=tmp_path), tmp_path, capsys)
 
 
 def test_duplicate_langs_refused_by_the_config_class():
