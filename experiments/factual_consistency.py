@@ -8,6 +8,9 @@ gold answer's rank among candidates by summed log-prob, gold vs the best wrong c
 accuracy per language and relation with bootstrap intervals; per language pair the overlap and
 top-k rank consistency; accuracy on a country's facts asked in its own language vs in others; and
 per layer, under the logit lens, the answer's probability in the prompt's language vs in others.
+
+The user's facts (``data``) come as the papers publish them, mLAMA's JSON lines or BMLAMA-17/53's
+TSVs, or in polylens's own five-column TSV; ``interp.analysis.factual_data`` tells them apart.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from interp.analysis.consistency import (
 )
 from interp.analysis.factual import continuation, generation_correct, prior_correct, rank_candidates
 from interp.analysis.factual_data import (
+    LAYOUTS,
     bundled_facts,
     country_languages,
-    read_mlama_dir,
+    fact_file,
+    facts_layout,
+    read_facts_dir,
     with_demonstrations,
 )
 from interp.analysis.factual_lens import SET_NAMES, language_transition, takeover_layer
@@ -51,15 +57,18 @@ class FactualConfig(ExperimentConfig):
     """Factual-recall settings on top of the shared experiment fields."""
 
     data: str | None = None
-    """Directory of the user's mLAMA-style ``<lang>.tsv`` files (columns id, relation, prompt with
-    <mask>, answer, |-separated candidates; row i the same fact in every language); default: the
-    bundled facts."""
+    """Directory of the user's facts, in one of three layouts told apart by its files: mLAMA as
+    published (``<lang>/templates.jsonl`` and ``<lang>/<relation>.jsonl``), BMLAMA-17/53 as
+    shipped (``<lang>.tsv`` with Prompt, Ans, Candidate Ans, Subject) or polylens's own
+    ``<lang>.tsv`` (id, relation, prompt with <mask>, answer, |-separated candidates); default:
+    the bundled facts."""
     relations: list[str] | None = None
     """Relations to keep (default: all)."""
     n_per_relation: int | None = 6
     """Facts per relation, drawn with the seed (null: all)."""
     max_candidates: int = 8
-    """Most candidates per bundled fact, the gold included (the relation's other objects)."""
+    """Most candidates per bundled or mLAMA fact, the gold included (the relation's other
+    objects); BMLAMA and polylens's own files list their own candidates."""
     n_demos: int = 3
     """Solved facts of the same relation and language before each prompt (never the fact)."""
     max_new_tokens: int = 6
@@ -92,7 +101,10 @@ class FactualConfig(ExperimentConfig):
 def load_facts(config: FactualConfig) -> tuple[list, str, dict[str, str]]:
     """Few-shot facts, the data's identity and ``{fact_id: country language}`` (bundled only)."""
     if config.data is not None:
-        pool = read_mlama_dir(config.data, config.langs)
+        pool, layout = read_facts_dir(
+            config.data, config.langs, relations=config.relations,
+            max_candidates=config.max_candidates, seed=config.seed,
+        )  # fmt: skip
         if config.relations is not None:
             pool = [f for f in pool if f.relation in config.relations]
             if not pool:
@@ -103,7 +115,8 @@ def load_facts(config: FactualConfig) -> tuple[list, str, dict[str, str]]:
         if config.n_per_relation is not None:
             keep = _draw_ids(pool, config.n_per_relation, config.seed)
             facts = [f for f in pool if f.fact_id in keep]
-        source, fact_language = f"user:{Path(config.data).resolve()}", {}
+        source = f"user:{Path(config.data).expanduser().resolve()} ({LAYOUTS[layout]})"
+        fact_language = {}
     else:
         kwargs = dict(max_candidates=config.max_candidates, seed=config.seed)
         facts = bundled_facts(
@@ -135,7 +148,7 @@ def _check_lengths(model, config: FactualConfig, facts) -> None:
         f = facts[i]
         if config.data is None:
             return f"bundled fact {f.fact_id!r} ({f.lang}, with its demonstrations and answer)"
-        path = Path(config.data).expanduser() / f"{f.lang}.tsv"
+        path = fact_file(config.data, facts_layout(config.data, config.langs), f)
         return f"facts file {path}: fact {f.fact_id!r} (with its demonstrations and answer)"
 
     model.check_context(lengths, where, remedy="shorten its prompt or lower n_demos")

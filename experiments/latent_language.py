@@ -54,6 +54,21 @@ def run(config: TranslationConfig) -> Path:
                 }
             rows.append(row)
     out.table("per_pair_layer", rows)
+    out.table(
+        "words",
+        [
+            {
+                "concept": it.concept,
+                "src": it.src,
+                "tgt": it.tgt,
+                "source_word": it.source_word,
+                "target_word": it.target_word,
+                "control_only": it.control_only,
+                "collisions": " ".join(it.collides),
+            }
+            for it in full.items
+        ],
+    )
 
     # Wendler's setting: English is neither the source nor the target.
     focus = _focus(items)
@@ -177,6 +192,7 @@ def run(config: TranslationConfig) -> Path:
     metrics = {
         "model": config.model,
         "lens": config.lens,
+        "words": full.words_source,
         "n_items": len(items),
         "n_pairs": len(pairs),
         "skipped_pairs": task.skipped_pairs,

@@ -25,7 +25,7 @@ from interp.analysis import language_pairs as pairs
 from interp.analysis import similarity as sim
 from interp.data import load
 from interp.data.loader import dataset_sha256
-from interp.data.user import read_parallel_dir
+from interp.data.user import read_parallel
 from interp.errors import PolylensError
 from interp.model.models import load_model
 from interp.storage.store import ActivationStore
@@ -45,7 +45,11 @@ class AlignmentConfig(ExperimentConfig):
     """Similarity settings on top of the shared experiment fields."""
 
     parallel_dir: str | None = None
-    """Directory of the user's line-aligned ``<lang>.txt`` files (default: bundled parallel)."""
+    """Directory of the user's line-aligned files: ``<lang>.txt`` per language, a FLORES+ folder
+    (``devtest/devtest.eng_Latn``, ...) or an NTREX-128 folder (``newstest2019-ref.deu.txt``,
+    ...); default: the bundled parallel set."""
+    parallel_split: Literal["dev", "devtest"] = "devtest"
+    """The FLORES+ split read from a FLORES+ ``parallel_dir`` (other layouts ignore it)."""
     n_sentences: int | None = None
     """Use the first n sentences (default: all)."""
     poolings: list[Literal["mean", "last"]] = field(default_factory=lambda: ["mean"])
@@ -76,20 +80,20 @@ class AlignmentConfig(ExperimentConfig):
             raise PolylensError("config field k must be smaller than n_sentences")
 
 
-def _sentences(config: AlignmentConfig) -> tuple[dict[str, list[str]], str]:
+def _sentences(config: AlignmentConfig) -> tuple[dict[str, list[str]], str, dict[str, Path]]:
+    """The sentences per language, where they came from, and the user's file per language."""
+    paths: dict[str, Path] = {}
     if config.parallel_dir is not None:
-        data = read_parallel_dir(config.parallel_dir, config.langs)
-        source = str(config.parallel_dir)
+        text = read_parallel(config.parallel_dir, config.langs, config.parallel_split)
+        data, paths = text.sentences, text.paths
+        source = f"{config.parallel_dir} ({text.layout})"
+        where = f"parallel directory {config.parallel_dir}"
     else:
         records = load("parallel", config.langs)
         data = {lang: [r.text for r in records if r.lang == lang] for lang in config.langs}
         source = f"parallel (sha256 {dataset_sha256('parallel')[:12]})"
+        where = "the bundled parallel set"
     n = len(next(iter(data.values())))
-    where = (
-        f"parallel directory {config.parallel_dir}"
-        if config.parallel_dir is not None
-        else "the bundled parallel set"
-    )
     if n < 2:
         raise PolylensError(f"{where} has {n} sentence(s) per language; give at least 2")
     if config.k >= n:
@@ -100,15 +104,14 @@ def _sentences(config: AlignmentConfig) -> tuple[dict[str, list[str]], str]:
         )
     if config.n_sentences is not None:
         n = min(n, config.n_sentences)
-    return {lang: lines[:n] for lang, lines in data.items()}, source
+    return {lang: lines[:n] for lang, lines in data.items()}, source, paths
 
 
-def _check_lengths(model, config: AlignmentConfig, sentences: dict[str, list[str]]) -> None:
+def _check_lengths(model, sentences: dict[str, list[str]], paths: dict[str, Path]) -> None:
     """Every sentence fits the model's context: refused before any forward pass, by file:line."""
     for lang, lines in sentences.items():
-        if config.parallel_dir is not None:
-            path = Path(config.parallel_dir).expanduser() / f"{lang}.txt"
-            where = f"parallel file {path}:{{}}"
+        if lang in paths:
+            where = f"parallel file {paths[lang]}:{{}}"
         else:
             where = f"bundled parallel sentence {{}} ({lang})"
         model.check_context(
@@ -132,9 +135,9 @@ def _summary(curve: torch.Tensor, layers: list[int]) -> dict:
 def run(config: AlignmentConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
-    sentences, source = _sentences(config)
+    sentences, source, paths = _sentences(config)
     model = load_model(config.model, device=config.device)
-    _check_lengths(model, config, sentences)
+    _check_lengths(model, sentences, paths)
     store = ActivationStore(config.store)
     out = ResultDir(NAME, config)
     langs, layers = config.langs, list(range(model.n_layers))
@@ -209,6 +212,7 @@ def run(config: AlignmentConfig) -> Path:
     metrics = {
         "model": config.model,
         "source": source,
+        "files": {lang: str(path) for lang, path in paths.items()},
         "n_sentences": len(next(iter(sentences.values()))),
         "n_langs": len(langs),
         "n_layers": len(layers),

@@ -6,6 +6,9 @@ diff-in-means candidates at every layer and post-instruction position, selected 
 split by bypass, induce and KL; its ablation and addition measured on held-out test instructions
 (refusal score and a phrase-matching generation judge); the cosine of the languages' directions
 at every layer, and the transfer grid of one language's direction edited in another.
+
+The user's instructions (``data``) come as the papers publish them, Arditi et al.'s English splits
+and PolyRefuse's translated ones, or in polylens's own per-language files.
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ from interp.analysis.directions import (
     top_dimension_share,
 )
 from interp.analysis.refusal import (
+    SAFETY_LAYOUTS,
     make_template,
     opener_token_ids,
     post_instruction_count,
+    read_published_splits,
     read_user_data,
+    safety_layout,
     split_items,
 )
 from interp.data import load
@@ -64,8 +70,10 @@ class RefusalConfig(ExperimentConfig):
     """incontext (a few-shot dialogue that refuses harmful asks; any model) or chat (the
     model's own chat template)."""
     data: str | None = None
-    """Directory of user data: harmful_<lang>.json and harmless_<lang>.json, each a JSON list of
-    {"instruction": ..., "category": ...} (default: the bundled safety set)."""
+    """Directory of user data, each file a JSON list of {"instruction": ..., "category": ...}:
+    Arditi et al.'s splits ({harmful,harmless}_{train,val,test}.json, English), PolyRefuse's
+    ({harmful,harmless}_{train,val,test}_translated_<lang>.json) or polylens's own
+    harmful_<lang>.json and harmless_<lang>.json (default: the bundled safety set)."""
     n_train: int = 80
     """Most instructions per class and language for the diff-in-means candidates."""
     n_val: int = 16
@@ -110,11 +118,21 @@ def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, li
     """``{lang: {"harmful"|"harmless": {"train"|"val"|"test": [...]}}}`` and the data's identity.
 
     Bundled data keeps its own test split (the same items in every language) and draws val
-    from its train split with the seed; user data is split per language with the seed.
+    from its train split with the seed. User data in Arditi et al.'s or PolyRefuse's published
+    splits keeps them: train for the candidates, val for the selection, test for the effects
+    (``read_published_splits``); polylens's own per-language files are split with the seed.
     """
     need = config.n_val + config.n_test + 2
     out: dict = {}
     if config.data is not None:
+        layout = safety_layout(config.data)
+        data_id = f"user:{Path(config.data).expanduser().resolve()} ({SAFETY_LAYOUTS[layout]})"
+        if layout != "polylens":
+            splits = read_published_splits(
+                config.data, config.langs, n_train=config.n_train, n_val=config.n_val,
+                n_test=config.n_test, seed=config.seed,
+            )  # fmt: skip
+            return splits, data_id
         for lang, (harmful, harmless) in read_user_data(
             config.data, config.langs, need=need
         ).items():
@@ -125,7 +143,7 @@ def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, li
                 )
                 for kind, items in (("harmful", harmful), ("harmless", harmless))
             }  # fmt: skip
-        return out, f"user:{Path(config.data).resolve()}"
+        return out, data_id
     records = load("safety", langs=config.langs)
     for kind, harmful in (("harmful", True), ("harmless", False)):
         ids = sorted({r.id for r in records if r.harmful == harmful})

@@ -89,6 +89,8 @@ def run(config: BarrierConfig) -> Path:
                 "concept": it.concept,
                 "src": it.src,
                 "tgt": it.tgt,
+                "source_word": it.source_word,
+                "target_word": it.target_word,
                 "outcome": o,
                 "first_decoded_layer": (int(d.nonzero()[0]) + 1) if d.any() else "",
             }
@@ -198,6 +200,7 @@ def run(config: BarrierConfig) -> Path:
     metrics = {
         "model": config.model,
         "lens": config.lens,
+        "words": full.words_source,
         "n_items": len(items),
         "criterion": {
             "top_k": config.top_k,

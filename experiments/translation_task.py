@@ -34,7 +34,9 @@ from interp.analysis.controls import (
     fixed_demonstrations,
     per_word_demonstrations,
 )
-from interp.data import LANGUAGES, load
+from interp.data import LANGUAGES, Word, load
+from interp.data.loader import dataset_sha256
+from interp.data.user import read_word_lists
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.lens import LensOutput, apply_lens, first_tokens
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 class TranslationConfig(ExperimentConfig):
     """The translation task on top of the shared experiment fields."""
 
+    words_dir: str | None = None
+    """Directory of word lists as Wendler et al. publish them (llm-latent-language's
+    ``data/langs``): ``<lang>/clean.csv`` per language, columns ``word_original`` (English) and
+    ``word_translation``; default: the bundled ``words``."""
     n_words: int = 10
     """Test words per (source, target) pair."""
     n_demos: int = 4
@@ -91,6 +97,10 @@ class Item:
     """The ``interp.analysis.controls.COLLISION_KINDS`` this concept has for the pair."""
     control_only: bool = False
     """Dropped by the collision policy; decoded only for the with/without control."""
+    source_word: str = ""
+    """The test word in the source language, as the prompt shows it."""
+    target_word: str = ""
+    """The expected answer: the main form of the word in the target language."""
 
 
 @dataclass
@@ -109,6 +119,9 @@ class TaskRun:
     dropped: dict[str, dict]
     """Per pair (``src-tgt`` keys), the words of the list that collide: ``count`` and the words
     per collision kind (dropped under ``drop_collisions``, kept and listed otherwise)."""
+    words_source: str = "words"
+    """Where the words came from: the bundled ``words`` (with its sha256) or the user's
+    directory."""
 
     def select(self, keep: torch.Tensor) -> TaskRun:
         """The same run restricted to the items where the ``[item]`` mask ``keep`` holds."""
@@ -197,11 +210,30 @@ def _pair_tests(
     return tests, controls, pool
 
 
-def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict, list, dict]:
-    """Prompts for every pair, the token sets of every concept, skipped pairs and collisions."""
+def task_words(config: TranslationConfig) -> tuple[list[Word], str]:
+    """The word records of the task's languages and English, and where they came from.
+
+    The user's ``words_dir`` (Wendler et al.'s ``<lang>/clean.csv`` lists, read by
+    ``interp.data.user.read_word_lists``) or the bundled ``words`` dataset.
+    """
     set_langs = list(dict.fromkeys([*config.langs, "en"]))
+    if config.words_dir is not None:
+        return read_word_lists(config.words_dir, set_langs), str(config.words_dir)
+    return load("words", langs=set_langs), f"words (sha256 {dataset_sha256('words')[:12]})"
+
+
+def build_items(
+    config: TranslationConfig, tokenizer, records: list[Word] | None = None
+) -> tuple[list[Item], dict, list, dict]:
+    """Prompts for every pair, the token sets of every concept, skipped pairs and collisions.
+
+    ``records`` are the words (``task_words``'s, read when not given).
+    """
+    set_langs = list(dict.fromkeys([*config.langs, "en"]))
+    if records is None:
+        records = task_words(config)[0]
     words = {}
-    for record in load("words", langs=set_langs):
+    for record in records:
         words.setdefault(record.gloss, {})[record.lang] = record.forms
     token_sets = {
         concept: {
@@ -250,6 +282,8 @@ def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict,
                         tuple(demos),
                         tuple(kinds[concept]),
                         control_only=concept in controls,
+                        source_word=words[concept][src][0],
+                        target_word=words[concept][tgt][0],
                     )
                 )
     return items, token_sets, skipped, dropped
@@ -257,10 +291,14 @@ def build_items(config: TranslationConfig, tokenizer) -> tuple[list[Item], dict,
 
 def run_task(config: TranslationConfig) -> TaskRun:
     """Build the prompts, extract every layer at the last token (store-cached), apply the lens."""
+    records, words_source = task_words(config)  # the user's files are checked before the model
     model = load_model(config.model, device=config.device)
-    items, token_sets, skipped, dropped = build_items(config, model.tokenizer)
+    items, token_sets, skipped, dropped = build_items(config, model.tokenizer, records)
     if not any(not it.control_only for it in items):
-        raise PolylensError("no language pair has enough usable words; add languages or words")
+        raise PolylensError(
+            f"no language pair has enough usable words in {words_source} (each pair needs "
+            f"n_demos + 1 = {config.n_demos + 1} words); add languages or words, or lower n_demos"
+        )
     acts = extract(
         model,
         [it.prompt for it in items],
@@ -294,4 +332,4 @@ def run_task(config: TranslationConfig) -> TaskRun:
         memory_budget_mb=config.memory_budget_mb,
         progress=True,
     )
-    return TaskRun(model, items, lens, set_langs, sets, skipped, dropped)
+    return TaskRun(model, items, lens, set_langs, sets, skipped, dropped, words_source)

@@ -26,7 +26,7 @@ from interp.analysis.factual import (
 from interp.analysis.factual_data import (
     bundled_facts,
     country_languages,
-    read_mlama_dir,
+    read_polylens_tsv_dir,
     with_demonstrations,
 )
 from interp.analysis.factual_lens import answer_token_sets, takeover_layer
@@ -193,7 +193,7 @@ def write_tsv(directory, lang, rows, header="id\trelation\tprompt\tanswer\tcandi
 def test_mlama_dir_reads_aligned_facts(tmp_path):
     write_tsv(tmp_path, "en", ["a\tcapital\tThe capital of France is <mask>.\tParis\tParis|Rome"])
     write_tsv(tmp_path, "zh", ["a\tcapital\t法国的首都是<mask>。\t巴黎\t罗马|巴黎"])
-    facts = read_mlama_dir(tmp_path, ["en", "zh"])
+    facts = read_polylens_tsv_dir(tmp_path, ["en", "zh"])
     assert [f.prompt for f in facts] == ["The capital of France is", "法国的首都是"]
     assert facts[0].candidates == ("Paris", "Rome") and facts[0].keys == ("a#0", "a#1")
 
@@ -221,16 +221,16 @@ def test_mlama_errors_are_one_line(tmp_path, en_rows, fr_rows, header, message):
         ).write_text("", encoding="utf-8")
     write_tsv(tmp_path, "fr", fr_rows)
     with pytest.raises(PolylensError, match=message) as err:
-        read_mlama_dir(tmp_path, ["en", "fr"])
+        read_polylens_tsv_dir(tmp_path, ["en", "fr"])
     assert "\n" not in str(err.value)
 
 
 def test_mlama_missing_language_file(tmp_path):
     write_tsv(tmp_path, "en", ["a\tr\tX <mask>\tb\tb|c"])
     with pytest.raises(PolylensError, match="no file fr.tsv"):
-        read_mlama_dir(tmp_path, ["en", "fr"])
+        read_polylens_tsv_dir(tmp_path, ["en", "fr"])
     with pytest.raises(PolylensError, match="does not exist"):
-        read_mlama_dir(tmp_path / "nowhere", ["en"])
+        read_polylens_tsv_dir(tmp_path / "nowhere", ["en"])
 
 
 # -- consistency and language of inquiry on constructed outcomes ------------------------------

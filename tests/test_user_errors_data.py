@@ -23,7 +23,7 @@ import experiments.refusal_direction
 import experiments.translation_task
 import interp.model.models
 from experiments.base import read_yaml_mapping
-from interp.analysis.factual_data import read_mlama_dir
+from interp.analysis.factual_data import read_polylens_tsv_dir
 from interp.analysis.refusal import read_instruction_file
 from interp.checks import read_text_file
 from interp.data.user import read_parallel_dir
@@ -142,7 +142,7 @@ def _unreadable_then(mp, path: Path, argv: list[str]) -> list[str]:
 # (id, builder(tmp_path, monkeypatch) -> argv, expected part of the message, found before any
 # model loads)
 CASES = [
-    # 1. read_mlama_dir's cross-file messages, with the data directory given as text (YAML).
+    # 1. read_polylens_tsv_dir's cross-file messages, with the data directory given as text (YAML).
     (
         "mlama-row-count",
         lambda t, mp: _facts(t, {"en.tsv": _good_facts(2), "de.tsv": _good_facts(1)}),
@@ -423,7 +423,7 @@ def test_readers_take_bom_crlf_and_control_characters(tmp_path):
     _file(tmp_path / "f" / "en.tsv", BOM + _tsv(_row(0)).replace("\n", "\r\n"))
     de = "f0\tcapital\tDie\vHaupt\fstadt <mask>.\tParis\tParis|Rom"
     _file(tmp_path / "f" / "de.tsv", _tsv(de))
-    facts = read_mlama_dir(str(tmp_path / "f"), ["en", "de"])
+    facts = read_polylens_tsv_dir(str(tmp_path / "f"), ["en", "de"])
     assert [(f.fact_id, f.prompt) for f in facts] == [
         ("f0", "The capital of X0 is"),
         ("f0", "Die\vHaupt\fstadt"),

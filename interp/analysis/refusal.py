@@ -10,12 +10,24 @@ Two judges of refusal, after Arditi et al. 2024:
 - the refusal score, ``log P(opener) - log(1 - P(opener))`` at the last position, where
   ``P(opener)`` is the next-token mass on the first tokens of the language's refusal openers;
 - the generation judge: a greedy continuation matched against the language's refusal phrases.
+
+The user's instructions come as the papers publish them or in polylens's own layout, told apart
+by the files in the directory (``safety_layout``):
+
+- Arditi et al.'s ``dataset/splits``: ``harmful_train.json``, ``harmful_val.json``,
+  ``harmful_test.json`` and the same for ``harmless`` (English);
+- PolyRefuse's ``{harmful,harmless}_{train,val,test}_translated_<lang>.json`` (its English only
+  for the test split: Arditi's files beside them give the English train and val splits);
+- polylens's own ``harmful_<lang>.json`` and ``harmless_<lang>.json``, split with the seed.
+
+Every file is a JSON list of ``{"instruction": ..., "category": ...}`` items.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +206,9 @@ def read_user_data(
 ) -> dict[str, tuple[list[str], list[str]]]:
     """``{lang: (harmful, harmless)}`` from ``<dir>/harmful_<lang>.json``, ``harmless_<lang>.json``.
 
-    Each file has at least ``need`` instructions (enough for every split).
+    polylens's own layout: one file per class and language, split by the caller with the seed
+    (``split_items``); each file has at least ``need`` instructions (enough for every split).
+    Published splits are read by ``read_published_splits``.
     """
     files = {
         kind: language_files(directory, langs, f"{kind}_{{lang}}.json", "safety data")
@@ -212,4 +226,121 @@ def read_user_data(
                 )
             pair.append(items)
         out[lang] = (pair[0], pair[1])
+    return out
+
+
+SPLITS = ("train", "val", "test")
+"""The published splits, by purpose: candidates, selection, effects."""
+SAFETY_LAYOUTS = {
+    "arditi": "Arditi et al.'s splits (<kind>_<split>.json)",
+    "polyrefuse": "PolyRefuse's splits (<kind>_<split>_translated_<lang>.json)",
+    "polylens": "polylens's own (harmful_<lang>.json, harmless_<lang>.json)",
+}
+"""The user-data layouts of refusal instructions, as results and errors name them."""
+_PURPOSE = {
+    "train": "the candidate directions",
+    "val": "selecting the direction",
+    "test": "measuring its effects",
+}
+_SPLIT_FILE = re.compile(r"(harmful|harmless)_(train|val|test)(_translated_[A-Za-z_-]+)?\.json")
+
+
+def safety_layout(directory: str | Path) -> str:
+    """Which layout of ``SAFETY_LAYOUTS`` the user's safety directory holds, told from its files.
+
+    A file named like a published split (``harmful_val.json``,
+    ``harmless_test_translated_ja.json``) means the published splits: ``polyrefuse`` when a
+    translated one is there, else ``arditi``; otherwise polylens's own layout.
+
+    Raises:
+        PolylensError: one line when the directory is missing.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise PolylensError(
+            f"safety data directory {directory} does not exist or is not a directory"
+        )
+    matches = [m for p in directory.iterdir() if (m := _SPLIT_FILE.fullmatch(p.name))]
+    if not matches:
+        return "polylens"
+    return "polyrefuse" if any(m.group(3) for m in matches) else "arditi"
+
+
+def published_split_file(directory: str | Path, kind: str, split: str, lang: str) -> Path:
+    """The file of one published split of ``kind`` in ``lang``.
+
+    PolyRefuse's ``<kind>_<split>_translated_<lang>.json`` first; for English, Arditi et al.'s
+    ``<kind>_<split>.json`` when PolyRefuse has none (it publishes English only for the test
+    split).
+
+    Raises:
+        PolylensError: one line naming the file(s) looked for, the split and its purpose.
+    """
+    directory = Path(directory).expanduser()
+    names = [f"{kind}_{split}_translated_{lang}.json"]
+    if lang == "en":
+        names.append(f"{kind}_{split}.json")
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    hint = (
+        " (PolyRefuse publishes English only for the test split: put Arditi et al.'s "
+        f"{names[-1]} beside it)"
+        if lang == "en" and split != "test"
+        else ""
+    )
+    raise PolylensError(
+        f"safety data directory {directory} has no {' or '.join(names)} for the {split} split of "
+        f"language {lang!r}, used for {_PURPOSE[split]}{hint}; add it or drop the language from "
+        "langs"
+    )
+
+
+def read_published_splits(
+    directory: str | Path,
+    langs: Sequence[str],
+    *,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int,
+) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """``{lang: {"harmful"|"harmless": {"train"|"val"|"test": [...]}}}`` from published splits.
+
+    Each split keeps its purpose: train gives the candidate directions (at most ``n_train``
+    instructions), val selects the direction (``n_val``), test measures its effects
+    (``n_test``). A split longer than that is sampled with the seed, the same positions in every
+    language (PolyRefuse's files are parallel), kept in file order.
+
+    Args:
+        directory: a folder of Arditi et al.'s and/or PolyRefuse's split files.
+        langs: the languages to read.
+        n_train: most instructions per class for the candidates.
+        n_val: instructions per class for the selection.
+        n_test: instructions per class for the effects.
+        seed: seed of the sampling.
+
+    Raises:
+        PolylensError: one line for a missing split file (naming the file looked for), a file
+            that is not a list of instructions (``read_instruction_file``), or a split with fewer
+            instructions than it needs (2 for train).
+    """
+    wanted = {"train": ("n_train", n_train), "val": ("n_val", n_val), "test": ("n_test", n_test)}
+    out: dict[str, dict[str, dict[str, list[str]]]] = {}
+    for lang in langs:
+        for kind in ("harmful", "harmless"):
+            for split in SPLITS:
+                path = published_split_file(directory, kind, split, lang)
+                items = read_instruction_file(path)
+                field, n = wanted[split]
+                least = 2 if split == "train" else n
+                if len(items) < least:
+                    raise PolylensError(
+                        f"{path} has {len(items)} instructions; {_PURPOSE[split]} needs at least "
+                        f"{least}" + (f" (lower {field})" if split != "train" else "")
+                    )
+                if len(items) > n:
+                    rng = random.Random(f"{seed}:{kind}:{split}")
+                    items = [items[i] for i in sorted(rng.sample(range(len(items)), n))]
+                out.setdefault(lang, {}).setdefault(kind, {})[split] = items
     return out
