@@ -118,11 +118,11 @@ class _Traced(Exception):
 def test_remote_options_reach_nnsight_trace(plain, monkeypatch):
     seen = {}
 
-    class FakeLanguageModel:
+    class FakeTransformersModel:
         """Stands in for nnsight's: records what it is given; no network, no NDIF."""
 
-        def __init__(self, source, tokenizer=None):
-            seen["source"] = source
+        def __init__(self, source, task=None, tokenizer=None):
+            seen.update(source=source, task=task, tokenizer=tokenizer)
             self.model = type("Body", (), {"layers": [object()] * plain.n_blocks})()
 
         def trace(self, batch, **options):
@@ -130,10 +130,12 @@ def test_remote_options_reach_nnsight_trace(plain, monkeypatch):
             seen["batch"] = batch
             raise _Traced
 
-    monkeypatch.setattr(nnsight, "LanguageModel", FakeLanguageModel)
+    monkeypatch.setattr(nnsight, "TransformersModel", FakeTransformersModel)
     options = {"remote": True, "backend": "https://ndif.example", "blocking": False}
     with pytest.raises(_Traced):
         extract(plain, PROMPTS[:2], backend="nnsight", backend_options=options, progress=False)
     assert seen["source"] == plain.name  # remote runs load the model by its hub id on NDIF
+    # The task LanguageModel pinned: no hub lookup, and the same NDIF deployment key as before.
+    assert seen["task"] == "text-generation" and seen["tokenizer"] is plain.tokenizer
     assert seen["options"] == options
     assert set(seen["batch"]) >= {"input_ids", "attention_mask"}

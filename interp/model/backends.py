@@ -7,15 +7,15 @@ they must agree; ``tests/test_extract.py`` checks that they do.
   forward pass after the deepest requested layer.
 - ``transformer_lens``: TransformerLens 4's ``TransformerBridge`` and ``run_with_cache`` with a
   names filter. The bridge replaces the model's modules in place, so it wraps a copy.
-- ``nnsight``: ``LanguageModel.trace``. Pass ``backend_options={"remote": True}`` to run on NDIF;
-  that needs the model loaded from its hub id (``load_model("org/name")``) and an NDIF API key
-  configured for nnsight. Every option is passed on to ``trace`` (e.g. ``"backend"``).
+- ``nnsight``: ``TransformersModel.trace`` (nnsight >= 0.8; its ``LanguageModel`` is a deprecated
+  alias). Pass ``backend_options={"remote": True}`` to run on NDIF; that needs the model loaded
+  from its hub id (``load_model("org/name")``) and an NDIF API key configured for nnsight. Every
+  option is passed on to ``trace`` (e.g. ``"backend"``).
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -94,22 +94,26 @@ def transformer_lens_backend(
 
 
 def _nnsight_model(model: LoadedModel, remote: bool):
+    """The nnsight wrapper: the loaded HF model locally, its hub id (meta weights only) for NDIF.
+
+    The task is pinned to text-generation (what the deprecated ``LanguageModel`` pinned): it keeps
+    the hub id's task lookup off the network and names the same NDIF deployment as before.
+    """
     key = ("nnsight", remote)
     if key not in model._backend_cache:
-        from nnsight import LanguageModel
+        from nnsight import TransformersModel
 
-        with warnings.catch_warnings():
-            # LanguageModel is the documented way to wrap an already-loaded HF model.
-            warnings.simplefilter("ignore")
-            source = model.name if remote else model.hf
-            model._backend_cache[key] = LanguageModel(source, tokenizer=model.tokenizer)
+        source = model.name if remote else model.hf
+        model._backend_cache[key] = TransformersModel(
+            source, task="text-generation", tokenizer=model.tokenizer
+        )
     return model._backend_cache[key]
 
 
 def nnsight_backend(
     model: LoadedModel, batch: Batch, sites: Sequence[Site], select: Select, options: dict
 ) -> Float[Tensor, "rows layer d_model"]:
-    """``LanguageModel.trace`` saving block inputs/outputs; ``remote=True`` runs it on NDIF."""
+    """``TransformersModel.trace`` saving block inputs/outputs; ``remote=True`` runs it on NDIF."""
     layers = residual_layers(sites, "nnsight")
     options = {"remote": False, **options}  # every option reaches trace (NDIF's included)
     lm = _nnsight_model(model, bool(options["remote"]))
