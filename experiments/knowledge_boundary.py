@@ -15,13 +15,11 @@ shuffled within relation, gives the selectivity (accuracy - control accuracy) pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from experiments import register
 from experiments.base import ExperimentConfig, ResultDir, seed_everything
@@ -35,9 +33,10 @@ from interp.storage.store import ActivationStore
 from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
 from probes.boundary import balanced_items, boundary_features
-from probes.controls import control_task, selectivity_peak
-from probes.evaluate import balanced_accuracy, cross_validate
-from probes.linear import fit_logistic, fit_mass_mean
+from probes.controls import selectivity_peak
+from probes.curves import curve_peaks, known_rates, probe_curves
+from probes.evaluate import balanced_accuracy
+from probes.linear import fit_logistic
 
 NAME = "knowledge-boundary"
 
@@ -99,13 +98,23 @@ def run(config: BoundaryConfig) -> Path:
     out = ResultDir(NAME, config)
     layers = list(range(model.n_layers))
 
-    rows, curves, sel = _probe_curves(data, config, out.notes, "all", boundary.groups)
+    probe_args = dict(
+        labels=config.labels,
+        folds=config.folds,
+        seed=config.seed,
+        C=config.C,
+        with_control=config.control_task,
+        control_shuffles=config.control_shuffles,
+    )
+    everything = probe_curves(data, boundary.groups, items="all", **probe_args)
+    out.notes += everything.skipped
+    rows, curves, sel = everything.rows, everything.curves, everything.control
     if not curves:
         raise PolylensError("no language has both known and unknown items; change the labels")
     _curve_figure(out, "auroc_by_layer", curves, "all questions")
     sel_rows = _selectivity_rows(sel, "all")
     selectivity_all = _selectivity_figure(out, "selectivity_by_layer", sel, "all questions")
-    peaks = _peaks(curves, model.n_blocks)
+    peaks = curve_peaks(curves, model.n_blocks)
     mean_curve = torch.stack([c[0] for c in curves.values()]).mean(0)
     best = int(mean_curve.argmax())
     answerable_only = None
@@ -118,16 +127,20 @@ def run(config: BoundaryConfig) -> Path:
         mask = boundary.answerable
         subset = {lang: (x[:, mask], y[mask]) for lang, (x, y) in data.items()}
         relations = [g for g, m in zip(boundary.groups, mask.tolist()) if m]
-        more_rows, subset_curves, subset_sel = _probe_curves(
-            subset, config, out.notes, "answerable", relations
+        answerable = probe_curves(subset, relations, items="answerable", **probe_args)
+        out.notes += answerable.skipped
+        more_rows, subset_curves, subset_sel = (
+            answerable.rows,
+            answerable.curves,
+            answerable.control,
         )
         rows += more_rows
         sel_rows += _selectivity_rows(subset_sel, "answerable")
         answerable_only = {
             "known_per_language": {lang: int(y.sum()) for lang, (_, y) in subset.items()},
             "answerable_per_language": int(mask.sum()),
-            "known_rate_per_relation": _known_rates(subset, relations),
-            "peaks": _peaks(subset_curves, model.n_blocks),
+            "known_rate_per_relation": known_rates(subset, relations),
+            "peaks": curve_peaks(subset_curves, model.n_blocks),
             "selectivity": _selectivity_figure(
                 out, "selectivity_by_layer_answerable", subset_sel, "answerable questions"
             ),
@@ -309,58 +322,6 @@ def run(config: BoundaryConfig) -> Path:
     return out.commit()
 
 
-def _probe_curves(
-    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    config: BoundaryConfig,
-    notes: list[str],
-    items: str,
-    groups: list[str],
-) -> tuple[list[dict], dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, dict]]:
-    """CV metrics per language, probe and layer; logistic AUROC (mean, std over folds); and per
-    language the fold-mean accuracy and AUROC of the probe and of its control task.
-
-    Folds are balanced per group (relation); the control task fits the same logistic probe on
-    labels shuffled within group.
-    """
-    rows, curves, control = [], {}, {}
-    for lang, (x, y) in tqdm(data.items(), desc=f"probes ({items})", unit="language"):
-        smallest = min(int(y.sum()), int((1 - y).sum()))
-        if smallest < config.folds:
-            notes.append(
-                f"{lang} ({items} questions): {smallest} items in the smaller class under "
-                f"'{config.labels}' labels, fewer than {config.folds} folds; skipped"
-            )
-            continue
-        logistic = partial(fit_logistic, C=config.C)
-        folds = {"k": config.folds, "seed": config.seed}
-        scores = {"logistic": None, "mass_mean": None}
-        if config.control_task:
-            ct = control_task(x, y, groups, fit=logistic, shuffles=config.control_shuffles, **folds)
-            scores |= {"logistic": ct["task"], "logistic_control": ct["control"]}
-        else:
-            scores["logistic"] = cross_validate(x, y, fit=logistic, strata=groups, **folds)
-        scores["mass_mean"] = cross_validate(x, y, fit=fit_mass_mean, strata=groups, **folds)
-        for name, cv in scores.items():
-            for li in range(x.shape[0]):
-                rows.append(
-                    {"items": items, "lang": lang, "probe": name, "layer": li}
-                    | {f"{m}_mean": float(v[:, li].mean()) for m, v in cv.items()}
-                    | {f"{m}_std": float(v[:, li].std()) for m, v in cv.items()}
-                )
-            if name == "logistic":
-                curves[lang] = (cv["auroc"].mean(0), cv["auroc"].std(0))
-        if config.control_task:
-            task, ctrl = scores["logistic"], scores["logistic_control"]
-            control[lang] = {
-                "accuracy": task["accuracy"].mean(0),
-                "control_accuracy": ctrl["accuracy"].mean(0),
-                "selectivity": ct["selectivity"],
-                "auroc": task["auroc"].mean(0),
-                "control_auroc": ctrl["auroc"].mean(0),
-            }
-    return rows, curves, control
-
-
 def _curve_figure(out: ResultDir, name: str, curves: dict, items: str) -> None:
     layers = list(range(len(next(iter(curves.values()))[0])))
     bands = {
@@ -380,18 +341,6 @@ def _curve_figure(out: ResultDir, name: str, curves: dict, items: str) -> None:
             ylabel="AUROC (logistic probe, CV)",
         ),
     )
-
-
-def _peaks(curves: dict, n_blocks: int) -> dict[str, dict]:
-    """Per language: the layer of the highest mean AUROC and its relative depth."""
-    return {
-        lang: {
-            "peak_layer": int(mean.argmax()),
-            "relative_depth": int(mean.argmax()) / n_blocks,
-            "peak_auroc": float(mean.max()),
-        }
-        for lang, (mean, _) in curves.items()
-    }
 
 
 def _selectivity_rows(control: dict[str, dict], items: str) -> list[dict]:
@@ -440,12 +389,6 @@ def _selectivity_figure(out: ResultDir, name: str, control: dict, items: str) ->
             for lang, per in control.items()
         },
     }
-
-
-def _known_rates(subset: dict, relations: list[str]) -> dict[str, float]:
-    """Share of answerable questions the model knows, per relation (mean over languages)."""
-    ys = torch.stack([y for _, y in subset.values()]).float()  # [lang, n]
-    return {r: float(ys[:, [g == r for g in relations]].mean()) for r in sorted(set(relations))}
 
 
 def _controls(

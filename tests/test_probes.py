@@ -316,3 +316,41 @@ def test_layer_with_few_distinct_rows_matches_sklearn(seed):
     ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=100_000).fit(z, y.numpy())
     np.testing.assert_allclose(probe.weight[0].numpy(), ref.coef_[0], atol=1e-4)
     assert probe.bias[0].item() == pytest.approx(ref.intercept_[0], abs=1e-4)
+
+
+def test_probe_curves_find_the_layer_that_separates_and_skip_thin_languages():
+    from probes.curves import curve_peaks, known_rates, probe_curves
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 60, 6
+    y = (torch.arange(n) % 2).float()
+    x = torch.randn(3, n, d, generator=g)
+    x[2, :, 0] += 4.0 * (2 * y - 1)  # only layer 2 carries the label
+    thin = torch.zeros(n)
+    thin[:2] = 1.0  # 2 items in the smaller class: fewer than 5 folds
+    groups = ["capital" if i < n // 2 else "currency" for i in range(n)]
+    out = probe_curves(
+        {"en": (x, y), "sw": (x, thin)},
+        groups,
+        items="all",
+        labels="model",
+        folds=5,
+        seed=0,
+        C=1.0,
+        with_control=True,
+        control_shuffles=2,
+    )
+    assert out.skipped == [
+        "sw (all questions): 2 items in the smaller class under 'model' labels, fewer than 5 "
+        "folds; skipped"
+    ]
+    mean, _ = out.curves["en"]
+    assert mean[2] > 0.95 and mean[0] < 0.8 and mean[1] < 0.8
+    assert curve_peaks(out.curves, n_blocks=2) == {
+        "en": {"peak_layer": 2, "relative_depth": 1.0, "peak_auroc": float(mean[2])}
+    }
+    assert out.control["en"]["selectivity"][2] > 0.3  # the control cannot read the label
+    assert {r["probe"] for r in out.rows} == {"logistic", "logistic_control", "mass_mean"}
+    assert len(out.rows) == 3 * 3  # three probes x three layers, en only
+    rates = known_rates({"en": (x, y)}, groups)
+    assert rates == {"capital": 0.5, "currency": 0.5}
