@@ -2,9 +2,13 @@
 
 The site is ``<out>/index.html`` (one row per experiment: headline numbers, runtime, a thumbnail
 of its first figure, a link to its report, and the config fields its run changed from the
-defaults) beside each experiment's result directory. Every row is read from what the result wrote
+defaults) beside each experiment's result directory and ``<out>/assets/plotly.min.js``, the one
+plotly.js every interactive figure of the site loads (``self_contained=True``, ``polylens report
+--self-contained``: one copy in each result instead). Every row is read from what the result wrote
 (``summary.json``, ``config.yaml``), so an experiment added to the registry appears with no change
-here.
+here. Key numbers get a label derived from their field name (``WORDS`` spells out abbreviations;
+an experiment may declare its own with ``ResultDir.report(..., labels=)``), the name on hover, 3
+significant digits and their interval where ``X_ci_low``/``X_ci_high`` companions bound them.
 
 Profiles: the quick profile (the default) applies ``configs/report/<name>.yaml``, a mapping of
 config overrides that keeps each experiment to about a minute on 2 CPU cores; ``full=True`` skips
@@ -31,7 +35,13 @@ import yaml
 
 from experiments import get_experiment, registered, resolve_config, run_config
 from experiments.base import CONFIG_DIR, ExperimentConfig
-from experiments.results import SUMMARY, check_result_target, display
+from experiments.results import (
+    SUMMARY,
+    check_result_target,
+    display,
+    plotly_copy,
+    relink_figures,
+)
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
 from interp.storage.files import atomic_write_text
@@ -95,12 +105,15 @@ def run_report(
     only: Sequence[str] | None = None,
     model: str | None = None,
     progress: Callable[[str], None] | None = None,
+    self_contained: bool = False,
 ) -> list[Outcome]:
     """Run the experiments (all registered ones, or ``only``), then write ``<out>/index.html``.
 
     Returns one outcome per registered experiment; experiments left out by ``only`` are
     ``not run`` (their earlier results, if any, still appear on the page). ``progress`` gets one
-    line per experiment (default: printed at once).
+    line per experiment (default: printed at once). The figures of the results share one
+    plotly.js, ``<out>/assets/plotly.min.js``; ``self_contained`` gives each result its own copy
+    (a result kept from an earlier run is relinked either way).
     """
     progress = progress or functools.partial(print, flush=True)
     out = check_output_dir(out)
@@ -116,12 +129,14 @@ def run_report(
         try:
             config = resolve_config(name, None if full else profile_path(name), overrides)
             if existing_result(out / name, config):
+                relink_figures(out / name, self_contained)
                 outcomes[name] = Outcome(name, "skipped")
                 progress(f"{tag}: skipped (its result exists for this config)")
                 continue
             progress(f"{tag}: running")
             start = time.perf_counter()
-            run_config(name, config)
+            with plotly_copy(self_contained):
+                run_config(name, config)
         except Exception as e:  # noqa: BLE001 (one experiment failing must not stop the rest)
             outcomes[name] = Outcome(name, "failed", error=_one_line(e))
             log.info("%s failed", name, exc_info=True)  # the traceback, with `polylens -v`
@@ -178,18 +193,121 @@ STYLE = (
     "table{border-collapse:collapse}td,th{padding:6px 10px;text-align:left;vertical-align:top;"
     "border-bottom:1px solid #ddd}img{border:1px solid #ddd}.small{font-size:85%;color:#444}"
     ".failed{color:#a00}dl{margin:0}dt{font-weight:bold;display:inline}dd{display:inline;margin:0}"
-    "dd:after{content:'';display:block}"
+    "dd:after{content:'';display:block}dt[title]{cursor:help}.ci{color:#666}"
 )
 
 
-def _key_numbers(numbers: dict) -> str:
+WORDS = {
+    "abs": "absolute",
+    "acc": "accuracy",
+    "attn": "attention",
+    "auroc": "AUROC",
+    "avg": "average",
+    "ci": "CI",
+    "cos": "cosine",
+    "diag": "diagonal",
+    "en": "English",
+    "frac": "fraction",
+    "id": "ID",
+    "idx": "index",
+    "kl": "KL",
+    "lm": "LM",
+    "lr": "learning rate",
+    "max": "max.",
+    "min": "min.",
+    "mlp": "MLP",
+    "n": "number of",
+    "num": "number of",
+    "offdiag": "off-diagonal",
+    "pca": "PCA",
+    "pct": "%",
+    "prob": "probability",
+    "r2": "R²",
+    "rel": "relative",
+    "sim": "similarity",
+    "std": "std.",
+    "top3": "top 3",
+}
+"""How an abbreviation in a metric's field name reads in the index (other words stay as is)."""
+INTERVALS = (("_ci_low", "_ci_high"), ("_ci_lo", "_ci_hi"), ("_lower", "_upper"))
+"""Suffixes of the companions that bound a metric: ``X_ci_low``/``X_ci_high`` bound ``X``, or
+the first measurement named ``X_...`` (``en_peak_ci_low`` bounds ``en_peak_prob``)."""
+
+
+def label(name: str) -> str:
+    """A metric's field name as words: ``en_peak_prob`` -> ``English peak probability``."""
+    text = " ".join(WORDS.get(w.lower(), w) for w in name.split("_") if w)
+    return text[:1].upper() + text[1:]
+
+
+def significant(value: object) -> str:
+    """A key number to 3 significant digits (integers and large values whole), the rest as is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _measured(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _intervals(numbers: dict) -> dict[str, tuple[str, str]]:
+    """Each bounded metric's name -> the names of its low and high companions."""
+    found = {}
+    for key in numbers:
+        for low, high in INTERVALS:
+            if not key.endswith(low) or not _measured(numbers[key]):
+                continue
+            base = key[: -len(low)]
+            if not _measured(numbers.get(base + high)):
+                continue
+            candidates = [base] if _measured(numbers.get(base)) else []
+            candidates += [
+                k
+                for k, v in numbers.items()
+                if k.startswith(base + "_")
+                and _measured(v)
+                and not any(k.endswith(s) for pair in INTERVALS for s in pair)
+            ]
+            # The one the interval holds, a measurement (float) before a count.
+            lo, hi = numbers[key], numbers[base + high]
+            candidates.sort(
+                key=lambda k: (not lo <= numbers[k] <= hi, not isinstance(numbers[k], float))
+            )
+            if candidates and candidates[0] not in found:
+                found[candidates[0]] = (key, base + high)
+    return found
+
+
+def _key_numbers(numbers: dict, labels: dict | None = None) -> str:
+    """The key numbers of an index row: a label (the field name on hover), 3 significant digits
+    and the interval where the metric has one. ``labels`` (the experiment's own, optional) take
+    precedence over the ones derived from the field names."""
+    labels = labels or {}
+    intervals = _intervals(numbers)
+    companions = {k for pair in intervals.values() for k in pair}
     # Measurements (floats) first, then counts, then settings; the model is shown by the name.
     rank = {float: 0, int: 1}
     ordered = sorted(
-        ((k, v) for k, v in numbers.items() if k != "model"),
+        ((k, v) for k, v in numbers.items() if k != "model" and k not in companions),
         key=lambda kv: rank.get(type(kv[1]), 2),
     )
-    items = [f"<dt>{html.escape(k)}</dt> <dd>{html.escape(display(v))}</dd>" for k, v in ordered]
+    items = []
+    for key, value in ordered:
+        raw, shown = key, html.escape(significant(value))
+        if key in intervals:
+            low, high = intervals[key]
+            raw += f" (interval: {low}, {high})"
+            shown += (
+                f" <span class='ci'>[{html.escape(significant(numbers[low]))}, "
+                f"{html.escape(significant(numbers[high]))}]</span>"
+            )
+        name = html.escape(str(labels.get(key) or label(key)))
+        items.append(f'<dt title="{html.escape(raw)}">{name}</dt> <dd>{shown}</dd>')
     shown = "<dl>" + "".join(items[:KEY_NUMBERS_SHOWN]) + "</dl>"
     if len(items) > KEY_NUMBERS_SHOWN:
         rest = "".join(items[KEY_NUMBERS_SHOWN:])
@@ -229,7 +347,8 @@ def _row(outcome: Outcome, out: Path) -> str:
         f"{html.escape(summary.get('title', ''))}<br>"
         f"<span class='small'>model {html.escape(str(config.get('model', '')))}</span></td>"
         f"<td>{status}</td><td>{thumb}</td>"
-        f"<td class='small'>{_key_numbers(summary.get('key_numbers', {}))}</td>"
+        f"<td class='small'>{_key_numbers(summary.get('key_numbers', {}), summary.get('labels'))}"
+        "</td>"
         f"<td>{_duration(summary.get('wall_s'))}</td><td class='small'>{profile}</td></tr>"
     )
 
@@ -247,7 +366,9 @@ def write_index(out: Path, outcomes: Sequence[Outcome], *, full: bool) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>polylens report</title>",
         f"<style>{STYLE}</style></head><body><h1>polylens report</h1>",
         f"<p>{html.escape(profile)}. Written {stamp} by polylens {html.escape(__version__)}. "
-        "Each row links to the experiment's report; the thumbnail is its first figure. Runtime "
+        "Each row links to the experiment's report; the thumbnail is its first figure; a key "
+        "number shows its field name on hover, and its interval in brackets where it has one. "
+        "Runtime "
         "is the run's wall time, extraction included (a result kept from an earlier run shows "
         "that run's time).</p>",
         "<table><tr><th>experiment</th><th>this run</th><th>key figure</th><th>key numbers</th>"

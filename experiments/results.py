@@ -29,6 +29,7 @@ import yaml
 
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
+from interp.storage.files import atomic_write_bytes, atomic_write_text
 
 # What a result directory holds; a directory with anything else is not replaced.
 LAYOUT = frozenset(
@@ -37,6 +38,15 @@ LAYOUT = frozenset(
 SUMMARY = "summary.json"
 """What ``polylens report`` reads of a result: title, key numbers, first figure, wall time."""
 
+ASSETS = "assets"
+"""The folder beside the result directories of a site (``<out>/assets``) with what they share."""
+PLOTLY_JS = "plotly.min.js"
+SHARED_PLOTLY_SRC = f"../../{ASSETS}/{PLOTLY_JS}"
+"""How a figure page (``<out>/<name>/figures/x.html``) loads the site's shared plotly.js."""
+PLOTLY_NOTE_ID = "polylens-plotly-missing"
+
+# Whether the results written now carry their own plotly.js (``plotly_copy``).
+_self_contained = False
 # Result directories opened in this process and not yet committed or discarded.
 _OPEN: list[ResultDir] = []
 # When the experiment running now began (``run_clock``): a run's wall time includes the
@@ -53,6 +63,90 @@ def run_clock() -> Iterator[None]:
         yield
     finally:
         _run_started = None
+
+
+@contextlib.contextmanager
+def plotly_copy(self_contained: bool) -> Iterator[None]:
+    """Inside, figures load plotly.js from a copy in their own result (``self_contained``) or
+    from the one copy shared by the site's results, ``<out>/assets/plotly.min.js``."""
+    global _self_contained
+    before, _self_contained = _self_contained, self_contained
+    try:
+        yield
+    finally:
+        _self_contained = before
+
+
+def _plotly_js() -> bytes:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().encode("utf-8")
+
+
+def _ensure_plotly(path: Path) -> Path:
+    """Write plotly.js at ``path`` (atomically) unless that exact file is there already."""
+    data = _plotly_js()
+    if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    return path
+
+
+def shared_plotly(site: str | Path) -> Path:
+    """The site's one plotly.js, ``<site>/assets/plotly.min.js``, written once."""
+    return _ensure_plotly(Path(site) / ASSETS / PLOTLY_JS)
+
+
+_SCRIPT_SRC = re.compile(r'(<script[^>]*\ssrc=")([^"]*plotly[^"]*\.js)(")')
+_NOTE = (
+    f"<div id='{PLOTLY_NOTE_ID}' style='font-family:sans-serif;padding:1em;margin:1em;"
+    "border:2px solid #a00;color:#a00'>This interactive figure did not load: it needs plotly.js "
+    f"from <code>{SHARED_PLOTLY_SRC}</code>, the one copy shared by the results of a polylens "
+    f"site (<code>&lt;out&gt;/{ASSETS}/{PLOTLY_JS}</code>). Keep this result directory beside "
+    f"that <code>{ASSETS}/</code> folder (copy it along), or rerun the experiment with "
+    "<code>polylens run NAME --self-contained</code> to give the result its own copy. The PNG "
+    "beside this page shows the same figure.</div>"
+)
+# Removes the note once plotly.js has loaded (it runs after plotly's script tag).
+_NOTE_SCRIPT = (
+    f"<script>if (window.Plotly) document.getElementById('{PLOTLY_NOTE_ID}').remove();</script>"
+)
+
+
+def _shared_page(page: str) -> str:
+    """A figure page that loads the site's plotly.js, with the note shown when it is missing."""
+    page = _SCRIPT_SRC.sub(lambda m: m.group(1) + SHARED_PLOTLY_SRC + m.group(3), page, count=1)
+    if PLOTLY_NOTE_ID not in page:
+        page = page.replace("<body>", "<body>" + _NOTE, 1)
+        page = page.replace("</body>", _NOTE_SCRIPT + "</body>", 1)
+    return page
+
+
+def relink_figures(result: str | Path, self_contained: bool) -> None:
+    """Make a result's figure pages load plotly.js as ``self_contained`` says.
+
+    For a result kept from an earlier run: every state on the way works (the new copy is written
+    before the pages point at it, the old one removed after).
+    """
+    figures = Path(result) / "figures"
+    pages = sorted(figures.glob("*.html"))
+    if not pages:
+        return
+    own = figures / PLOTLY_JS
+    if self_contained:
+        _ensure_plotly(own)
+    else:
+        shared_plotly(Path(result).parent)
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        if self_contained:
+            new = _SCRIPT_SRC.sub(lambda m: m.group(1) + PLOTLY_JS + m.group(3), text, count=1)
+        else:
+            new = _shared_page(text)
+        if new != text:
+            atomic_write_text(page, new)
+    if not self_contained:
+        own.unlink(missing_ok=True)
 
 
 def check_result_target(name: str, out: str | Path) -> Path:
@@ -169,6 +263,9 @@ class ResultDir:
         self.sections: list[str] = []
         self.started = time.perf_counter() if _run_started is None else _run_started
         self.summary: dict | None = None
+        self.self_contained = _self_contained
+        """Whether the figures load a plotly.js inside this result (else the site's shared one)."""
+        self._plotly_shared = False
         with self._writing(self.path / "config.yaml"):
             (self.path / "config.yaml").write_text(
                 yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True),
@@ -236,8 +333,10 @@ class ResultDir:
     def figure(self, name: str, title: str, explanation: str, mpl_fig, plotly_fig) -> None:
         """Save a matplotlib PNG and a plotly HTML that works offline.
 
-        plotly.js (4.8 MB) is written once per result, as ``figures/plotly.min.js``, and every
-        figure's page loads it relatively: inlining it put one copy in every figure.
+        plotly.js (4.8 MB) is written once per site, as ``<out>/assets/plotly.min.js``, and every
+        figure's page loads it relatively (a page moved away from it shows a note saying how to
+        get it working). Under ``plotly_copy(True)`` (``--self-contained``) each result has its
+        own ``figures/plotly.min.js`` instead.
         """
         import matplotlib.pyplot as plt
 
@@ -248,7 +347,14 @@ class ResultDir:
         finally:
             plt.close(mpl_fig)
         with self._writing(page):
-            plotly_fig.write_html(page, include_plotlyjs="directory")
+            if self.self_contained:
+                plotly_fig.write_html(page, include_plotlyjs="directory")
+            else:
+                if not self._plotly_shared:
+                    shared_plotly(self.target.parent)
+                    self._plotly_shared = True
+                text = plotly_fig.to_html(include_plotlyjs=SHARED_PLOTLY_SRC, full_html=True)
+                page.write_text(_shared_page(text), encoding="utf-8")
         self.figures.append(Figure(name, title, explanation))
 
     def report_table(self, title: str, explanation: str, rows: Sequence[dict]) -> None:
@@ -274,10 +380,12 @@ class ResultDir:
                 json.dumps(metrics, indent=2, ensure_ascii=False)
             )
 
-    def report(self, title: str, intro: str, metrics: dict) -> Path:
+    def report(self, title: str, intro: str, metrics: dict, labels: dict | None = None) -> Path:
         """Write ``report.html``: the key numbers, then every figure with its explanation.
 
-        The title, the key numbers and the first figure go to ``summary.json`` at ``commit()``.
+        The title, the key numbers and the first figure go to ``summary.json`` at ``commit()``,
+        with ``labels`` (field name -> how the site's index names it) where the experiment
+        declares any; the index derives the others from the field names.
         """
         key_numbers = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
         self.summary = {
@@ -286,6 +394,8 @@ class ResultDir:
             "key_numbers": key_numbers,
             "figure": f"figures/{self.figures[0].name}.png" if self.figures else None,
         }
+        if labels:
+            self.summary["labels"] = dict(labels)
         parts = [
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.45}"
@@ -317,6 +427,16 @@ class ResultDir:
                 f"<img alt='{fig.name}' src='data:image/png;base64,"
                 f"{base64.b64encode(png).decode()}'>"
                 f"<p><a href='figures/{fig.name}.html'>interactive version</a></p>"
+            )
+        if self.figures:
+            parts.append(
+                "<p><small>The interactive versions load plotly.js from "
+                f"<code>figures/{PLOTLY_JS}</code> in a self-contained result (<code>polylens run "
+                "--self-contained</code>), else from the one copy shared by the results of a "
+                f"site, <code>../{ASSETS}/{PLOTLY_JS}</code>: moved away from its site, this "
+                f"directory needs that <code>{ASSETS}/</code> folder beside it (or a rerun with "
+                "<code>--self-contained</code>) for them; the images above need nothing."
+                "</small></p>"
             )
         parts.append(
             "<p>Tables: "

@@ -103,6 +103,11 @@ def test_report_runs_resumes_and_reports_failures(
     profile = yaml.safe_load(profile_path("latent-language").read_text())
     assert {k: config[k] for k in profile} == profile  # the quick profile was applied
 
+    # One plotly.js for the whole site, which the figure pages load.
+    assert sorted(site.rglob("plotly.min.js")) == [site / "assets" / "plotly.min.js"]
+    page = result / summary["figure"].replace(".png", ".html")
+    assert 'src="../../assets/plotly.min.js"' in page.read_text()
+
     index = (site / "index.html").read_text()
     assert "href='latent-language/report.html'" in index
     assert f"src='latent-language/{summary['figure']}'" in index

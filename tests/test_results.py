@@ -110,14 +110,15 @@ def test_interrupted_run_leaves_the_previous_result_whole(
         assert main(argv + ["--config", str(config)]) == code
         assert capsys.readouterr().err.splitlines()[-1] == "polylens: interrupted"
     assert _snapshot(target) == before
-    assert _siblings(tmp_path, "translation-barrier") == ["c.yaml"]
+    # Beside the result: the shared plotly.js of its figures (assets/) and the test's config.
+    assert _siblings(tmp_path, "translation-barrier") == ["assets", "c.yaml"]
 
     # Once it completes, the new result replaces the old one entirely.
     monkeypatch.setattr(ResultDir, "metrics", real_metrics)
     assert main(argv + ["--config", str(config)]) == 0
     assert "n_words: 3" in (target / "config.yaml").read_text()
     assert _snapshot(target)["metrics.json"] != before["metrics.json"]
-    assert _siblings(tmp_path, "translation-barrier") == ["c.yaml"]
+    assert _siblings(tmp_path, "translation-barrier") == ["assets", "c.yaml"]
 
 
 def test_key_numbers_are_rounded_for_reading():
