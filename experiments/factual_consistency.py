@@ -32,16 +32,9 @@ from interp.analysis.consistency import (
     pair_summary,
     rank_consistency,
 )
+from interp.analysis.fact_files import LAYOUTS, fact_file, facts_layout, read_facts_dir
 from interp.analysis.factual import continuation, generation_correct, prior_correct, rank_candidates
-from interp.analysis.factual_data import (
-    LAYOUTS,
-    bundled_facts,
-    country_languages,
-    fact_file,
-    facts_layout,
-    read_facts_dir,
-    with_demonstrations,
-)
+from interp.analysis.factual_data import bundled_facts, country_languages, with_demonstrations
 from interp.analysis.factual_lens import SET_NAMES, language_transition, takeover_layer
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError

@@ -16,6 +16,7 @@ from interp.analysis.consistency import (
     rank_consistency,
     transfer_scores,
 )
+from interp.analysis.fact_files import read_polylens_tsv_dir
 from interp.analysis.factual import (
     FactPrompt,
     answer_matches,
@@ -23,12 +24,7 @@ from interp.analysis.factual import (
     continuation,
     rank_candidates,
 )
-from interp.analysis.factual_data import (
-    bundled_facts,
-    country_languages,
-    read_polylens_tsv_dir,
-    with_demonstrations,
-)
+from interp.analysis.factual_data import bundled_facts, country_languages, with_demonstrations
 from interp.analysis.factual_lens import answer_token_sets, takeover_layer
 from interp.errors import PolylensError
 from interp.interventions import Add, intervene

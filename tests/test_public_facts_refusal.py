@@ -18,13 +18,9 @@ from tiny import save_tiny
 import experiments.factual_consistency
 import experiments.refusal_direction
 from experiments import run_experiment
+from interp.analysis.fact_files import facts_layout, read_bmlama_dir, read_facts_dir
 from interp.analysis.factual import FactPrompt
-from interp.analysis.factual_data import (
-    facts_layout,
-    read_bmlama_dir,
-    read_facts_dir,
-    read_mlama_jsonl_dir,
-)
+from interp.analysis.mlama import read_mlama_jsonl_dir
 from interp.analysis.refusal import (
     published_split_file,
     read_published_splits,

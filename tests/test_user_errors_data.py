@@ -23,7 +23,7 @@ import experiments.refusal_direction
 import experiments.translation_task
 import interp.model.models
 from experiments.base import read_yaml_mapping
-from interp.analysis.factual_data import read_polylens_tsv_dir
+from interp.analysis.fact_files import read_polylens_tsv_dir
 from interp.analysis.refusal import read_instruction_file
 from interp.checks import read_text_file
 from interp.data.user import read_parallel_dir
