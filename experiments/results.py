@@ -87,8 +87,14 @@ def _ensure_plotly(path: Path) -> Path:
     """Write plotly.js at ``path`` (atomically) unless that exact file is there already."""
     data = _plotly_js()
     if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
+        made = not path.parent.exists()
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
+        try:
+            atomic_write_bytes(path, data)
+        except BaseException:
+            if made:  # a folder made for nothing is not left behind
+                shutil.rmtree(path.parent, ignore_errors=True)
+            raise
     return path
 
 
@@ -298,6 +304,9 @@ class ResultDir:
             summary = self.summary | {"wall_s": round(time.perf_counter() - self.started, 2)}
             with self._writing(self.path / SUMMARY):
                 (self.path / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        if self._plotly_shared:  # the site's one copy, before the result that needs it appears
+            with self._writing(self.target.parent / ASSETS / PLOTLY_JS):
+                shared_plotly(self.target.parent)
         old = None
         if self.target.exists():
             old = _sibling(self.target, "old")
@@ -350,9 +359,7 @@ class ResultDir:
             if self.self_contained:
                 plotly_fig.write_html(page, include_plotlyjs="directory")
             else:
-                if not self._plotly_shared:
-                    shared_plotly(self.target.parent)
-                    self._plotly_shared = True
+                self._plotly_shared = True  # written at commit: a failed run leaves no asset
                 text = plotly_fig.to_html(include_plotlyjs=SHARED_PLOTLY_SRC, full_html=True)
                 page.write_text(_shared_page(text), encoding="utf-8")
         self.figures.append(Figure(name, title, explanation))

@@ -20,7 +20,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.figure
-import plotly.graph_objects as go
 import pytest
 import torch
 from test_user_errors import _config, _file, _refuse, assert_mistake
@@ -72,9 +71,17 @@ def _full_disk(path=None):
     return write
 
 
-def _geometry_on_full_disk(c, owner, attr, path=None):
-    """`polylens run embedding-geometry` on the tiny model with ``owner.attr`` on a full disk."""
-    c.patch.setattr(owner, attr, _full_disk(path))
+def _geometry_on_full_disk(c, owner, attr, path=None, when=None):
+    """`polylens run embedding-geometry` on the tiny model with ``owner.attr`` on a full disk.
+
+    With ``when``, only calls whose first argument passes it fail; the others write as usual.
+    """
+    full, real = _full_disk(path), getattr(owner, attr)
+
+    def write(*args, **kwargs):
+        return (full if when is None or when(args[0]) else real)(*args, **kwargs)
+
+    c.patch.setattr(owner, attr, write)
     out = c.tmp / "results"
     out.mkdir()
     config = _file(c.tmp, "geometry.yaml", GEOMETRY)
@@ -156,7 +163,7 @@ CASES = [
     ),
     (
         "enospc-figure-html",
-        lambda c: _geometry_on_full_disk(c, go.Figure, "write_html"),
+        lambda c: _geometry_on_full_disk(c, Path, "write_text", when=lambda p: p.suffix == ".html"),
         ENOSPC + "{tmp}/results/embedding-geometry/figures/token_scripts.html; free some space",
         False,
     ),
