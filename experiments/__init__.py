@@ -62,22 +62,29 @@ def get_experiment(name: str) -> Experiment:
 
 
 def resolve_config(
-    name: str, config_file: str | Path | None = None, overrides: dict | None = None
+    name: str,
+    config_file: str | Path | None = None,
+    overrides: dict | None = None,
+    settings: dict | None = None,
 ) -> ExperimentConfig:
-    """The config of ``name``: its YAML defaults, then ``config_file``, then ``overrides``."""
+    """The config of ``name``: its YAML defaults, then ``config_file``, then ``overrides`` (where
+    ``None`` is "not given"), then ``settings`` (fields set on the command line, ``None`` kept)."""
     experiment = get_experiment(name)
-    return load_config(experiment.config_class, name, config_file, overrides or {})
+    return load_config(experiment.config_class, name, config_file, overrides or {}, settings)
 
 
 def run_experiment(
-    name: str, config_file: str | Path | None = None, overrides: dict | None = None
+    name: str,
+    config_file: str | Path | None = None,
+    overrides: dict | None = None,
+    settings: dict | None = None,
 ) -> Path:
     """Resolve the config of ``name`` and run it; returns the result directory.
 
     The config and the result's place are checked before anything loads; a run that fails or is
     interrupted drops its unfinished result and leaves the previous one as it was.
     """
-    return run_config(name, resolve_config(name, config_file, overrides))
+    return run_config(name, resolve_config(name, config_file, overrides, settings))
 
 
 def run_config(name: str, config: ExperimentConfig) -> Path:

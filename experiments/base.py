@@ -7,8 +7,11 @@ atomically by ``ResultDir`` (``experiments/results.py``).
 
 from __future__ import annotations
 
+import difflib
 import random
-from dataclasses import dataclass, field, fields
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,7 +19,15 @@ import numpy as np
 import torch
 import yaml
 
-from experiments.fields import Range, at_least, repeated, validate_fields
+from experiments.fields import (
+    Range,
+    at_least,
+    describe,
+    fields_help,
+    parse_value,
+    repeated,
+    validate_fields,
+)
 from experiments.results import Figure, ResultDir
 from interp.checks import check_device, read_text_file
 from interp.data import DEFAULT_LANGS
@@ -28,7 +39,10 @@ __all__ = [
     "ExperimentConfig",
     "Figure",
     "ResultDir",
+    "config_defaults",
+    "fields_usage",
     "load_config",
+    "parse_overrides",
     "seed_everything",
 ]
 
@@ -95,14 +109,23 @@ def check_store_dir(store: str) -> None:
 
 
 def load_config(
-    cls: type[ExperimentConfig], name: str, path: str | Path | None, overrides: dict
+    cls: type[ExperimentConfig],
+    name: str,
+    path: str | Path | None,
+    overrides: dict,
+    settings: dict | None = None,
 ) -> ExperimentConfig:
-    """Defaults from ``configs/<name>.yaml``, then the user's YAML, then overrides."""
+    """Defaults from ``configs/<name>.yaml``, then the user's YAML, then overrides, then settings.
+
+    An override of ``None`` means "not given" (an option left out); ``settings`` are fields set
+    one by one (``polylens run NAME field=value``), where ``None`` is a value (``store=null``).
+    """
     values: dict = {}
     for source in (CONFIG_DIR / f"{name}.yaml", path):
         if source is not None:
             values.update(read_yaml_mapping(source))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(settings or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -110,6 +133,77 @@ def load_config(
             f"unknown config key {unknown[0]!r} for {name}; known: {', '.join(sorted(known))}"
         )
     return cls(**values)
+
+
+def config_defaults(cls: type[ExperimentConfig], name: str) -> dict:
+    """The values a run of ``name`` starts from: the dataclass's, then ``configs/<name>.yaml``."""
+    values = {
+        f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+        for f in fields(cls)
+    }
+    path = CONFIG_DIR / f"{name}.yaml"
+    if path.is_file():
+        values.update(read_yaml_mapping(path))
+    return values
+
+
+def fields_usage(cls: type[ExperimentConfig], name: str) -> str:
+    """The help's list of the config fields of ``name``: type, default and documentation."""
+    return (
+        f"config fields of {name}: set them with field=value or --field value (applied after\n"
+        f"--config); defaults: the config class's, then experiments/configs/{name}.yaml's\n"
+        + fields_help(cls, config_defaults(cls, name))
+    )
+
+
+def parse_overrides(cls: type[ExperimentConfig], name: str, tokens: Sequence[str]) -> dict:
+    """Config fields set on the command line: ``field=value``, ``--field value``, ``--field=value``.
+
+    ``-`` and ``_`` are the same in a name; a bool field given as ``--field`` alone is true. Values
+    are YAML (``n_words=3``, ``langs=[en,fr]``, ``store=null``); they are validated when the config
+    is built. An unknown field is one line naming the close ones and the known ones.
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    values: dict = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        option = token.startswith("--")
+        if option:
+            key, given, text = token[2:].partition("=")
+        elif "=" in token and not token.startswith("-"):
+            key, given, text = token.partition("=")
+        else:
+            raise PolylensError(
+                f"unexpected argument {token!r} for {name}: set a config field with field=value "
+                f"or --field value (see `polylens run {name} --help`)"
+            )
+        field_name = key.replace("-", "_")
+        if field_name not in known:
+            raise PolylensError(_unknown_field(cls, name, key))
+        if option and not given:
+            following = tokens[i] if i < len(tokens) else None
+            flag = following is None or following.startswith("--") or "=" in following
+            if hints[field_name] is bool and flag:
+                text = "true"
+            elif following is None or following.startswith("--"):
+                raise PolylensError(
+                    f"{token} needs a value: expected {describe(hints[field_name])}"
+                )
+            else:
+                text = following
+                i += 1
+        values[field_name] = parse_value(field_name, text, hints[field_name])
+    return values
+
+
+def _unknown_field(cls: type[ExperimentConfig], name: str, key: str) -> str:
+    known = [f.name for f in fields(cls)]
+    close = difflib.get_close_matches(key.replace("-", "_"), known, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown config field {key!r} for {name}{guess}; known: {', '.join(sorted(known))}"
 
 
 def read_yaml_mapping(path: str | Path) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from experiments import experiment_list, run_experiment
 from experiments.fields import repeated
+from experiments.notebooks import add_parser as add_notebooks_parser
 from interp.checks import (
     check_device,
     check_output_dir,
@@ -76,8 +77,13 @@ def _device(text: str) -> str:
 
 
 def _langs(text: str) -> str:
-    """An argparse type: comma-separated language codes, each once (returned comma-joined)."""
-    codes = [code.strip() for code in text.split(",")]
+    """An argparse type: comma-separated language codes, each once (returned comma-joined).
+
+    A YAML list (``[en,fr]``, as ``langs=[en,fr]`` takes) reads the same."""
+    listed = text.strip()
+    if listed.startswith("[") and listed.endswith("]"):
+        listed = listed[1:-1]
+    codes = [code.strip() for code in listed.split(",")]
     if "" in codes:
         raise argparse.ArgumentTypeError(
             f"{text!r} has an empty entry; give comma-separated language codes, e.g. en,fr"
@@ -97,7 +103,16 @@ class _ExperimentsHelp(argparse.Action):
         super().__init__(option_strings, dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.epilog = "experiments:\n" + experiment_list()
+        name = getattr(namespace, "name", None)
+        if name:  # `polylens run NAME --help`: that experiment's config fields
+            from experiments import get_experiment
+            from experiments.base import fields_usage
+
+            experiment = get_experiment(name)
+            parser.description = f"{name}: {experiment.description}"
+            parser.epilog = fields_usage(experiment.config_class, name)
+        else:
+            parser.epilog = "experiments:\n" + experiment_list()
         parser.print_help()
         parser.exit()
 
@@ -249,8 +264,15 @@ def _bench_parser(
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from experiments import get_experiment
+    from experiments.base import parse_overrides
+    from experiments.results import plotly_copy
+
     overrides = {"model": args.model, "langs": args.langs, "out": args.out, "device": args.device}
-    path = run_experiment(args.name, args.config, overrides)
+    config_class = get_experiment(args.name).config_class
+    settings = parse_overrides(config_class, args.name, args.overrides + args.extra)
+    with plotly_copy(args.self_contained):
+        path = run_experiment(args.name, args.config, overrides, settings)
     print(f"results: {path}  (open {path / 'report.html'})")
 
 
@@ -258,7 +280,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from experiments.report import run_report
 
     only = [n for n in args.only.split(",") if n] if args.only else None
-    outcomes = run_report(args.out, full=args.full, only=only, model=args.model)
+    outcomes = run_report(
+        args.out, full=args.full, only=only, model=args.model, self_contained=args.self_contained
+    )
     failed = [o.name for o in outcomes if o.status == "failed"]
     if failed:
         print(f"polylens: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -282,6 +306,12 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
         print(f"{r['layer']:5d}  {r['kl_logit_lens']:13.3f}  {r['kl_tuned_lens']:13.3f}")
     if args.out:
         _write_out(args.out, json.dumps(rows, indent=2))
+
+
+SELF_CONTAINED_HELP = (
+    "give each result its own plotly.js (4.8 MB) for its interactive figures, instead of the "
+    "one copy its site shares (OUT/assets/plotly.min.js)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,7 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-h", "--help", action=_ExperimentsHelp, help="show this help and the experiments"
     )
-    p.add_argument("name", help="experiment name (listed below)")
+    p.add_argument("name", help="experiment name (`polylens run --help` lists them)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="field=value",
+        help="set config fields, after --config (also --field value; `polylens run NAME --help` "
+        "lists them), e.g. n_words=3 'langs=[en,fr]' lens=tuned",
+    )
     p.add_argument("--config", default=None, help="YAML file overriding the defaults")
     p.add_argument("--model", default=None, help="model (overrides the config)")
     p.add_argument(
@@ -423,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="parent directory of the result (overrides)")
     p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
+    p.add_argument("--self-contained", action="store_true", help=SELF_CONTAINED_HELP)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -432,9 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="site directory (default: results)")
     p.add_argument("--only", default=None, help="comma-separated experiment names")
     p.add_argument("--model", default=None, help="model for every experiment (overrides)")
+    p.add_argument("--self-contained", action="store_true", help=SELF_CONTAINED_HELP)
     p.set_defaults(func=_cmd_report)
 
     data_cli.add_parser(sub)
+    add_notebooks_parser(sub)
     return parser
 
 
@@ -498,7 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 for a user error or a full disk, 130 for Ctrl-C, 143 for SIGTERM.
     """
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        # `polylens run NAME --n-words 3`: options the parser does not know are config fields.
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "run":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         with _sigterm_raises():
             code = args.func(args)

@@ -8,13 +8,19 @@ the bad value and what is expected.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import yaml
 
 from interp.errors import PolylensError
 
@@ -161,3 +167,112 @@ def validate_fields(config: Any) -> None:
                 "give each value once"
             )
         setattr(config, f.name, converted)
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """A config field as its class's source declares it."""
+
+    annotation: str
+    """The annotation as written (``list[str] | None``)."""
+    doc: str | None
+    """The string literal after the field, cleaned (``None`` when there is none)."""
+
+
+@functools.cache
+def field_sources(cls: type) -> dict[str, FieldSource]:
+    """Every field of the dataclass ``cls`` (its bases' too) as the source declares it.
+
+    Read with ``ast``: a field's documentation is the string literal right after it. A field whose
+    source cannot be read gets its type hint's text and no documentation.
+    """
+    hints = typing.get_type_hints(cls)
+    found: dict[str, FieldSource] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+        for node, after in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                doc = None
+                if (
+                    isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)
+                ):
+                    doc = inspect.cleandoc(after.value.value)
+                found[node.target.id] = FieldSource(ast.unparse(node.annotation), doc)
+    return {
+        f.name: found.get(f.name) or FieldSource(_type_text(hints[f.name]), None)
+        for f in dataclasses.fields(cls)
+    }
+
+
+def _type_text(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def format_value(value: Any) -> str:
+    """``value`` as it is written on the command line (``field=VALUE``): YAML, in one word."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value) == value and "," not in value and value.strip() == value
+        except yaml.YAMLError:
+            plain = False
+        return value if plain else repr(value)
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text.removesuffix("...").strip()
+
+
+def _takes_text(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may be a string (not a list)."""
+    if _is_union(tp):
+        return any(_takes_text(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str
+
+
+def parse_value(name: str, text: str, tp: Any) -> Any:
+    """The command-line text of field ``name`` (of type ``tp``) as a value, read as YAML.
+
+    ``n_words=3`` is 3, ``langs=[en,fr]`` a list, ``store=null`` None. A field that takes text
+    keeps the words YAML would read as something else (``out=2024``, ``lens=no``), as written;
+    the value is validated when the config is built, by the same rules as a YAML file's.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PolylensError(
+            f"config field {name} = {text!r} is not valid YAML ({problem}); expected {describe(tp)}"
+        ) from None
+    if value is not None and not isinstance(value, (str, list, dict)) and _takes_text(tp):
+        return text
+    return value
+
+
+def fields_help(cls: type, defaults: dict[str, Any], width: int = 100) -> str:
+    """One entry per field of ``cls``: ``name: type = default  (range)`` and its documentation."""
+    ranges = ranges_of(cls)
+    lines = []
+    for name, source in field_sources(cls).items():
+        head = f"  {name}: {source.annotation} = {format_value(defaults.get(name))}"
+        if name in ranges:
+            head += f"  ({ranges[name]})"
+        lines.append(head)
+        if source.doc:
+            for paragraph in source.doc.replace("``", "`").split("\n\n"):
+                lines += textwrap.wrap(
+                    " ".join(paragraph.split()),
+                    width,
+                    initial_indent=" " * 6,
+                    subsequent_indent=" " * 6,
+                )
+    return "\n".join(lines)
