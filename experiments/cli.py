@@ -14,19 +14,16 @@ paths and input files are checked before a model loads.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
 import importlib
 import json
 import logging
-import os
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from experiments import experiment_list, run_experiment
+from experiments.endings import Terminated, no_space, sigterm_raises
 from experiments.fields import repeated
 from experiments.notebooks import add_parser as add_notebooks_parser
 from interp.checks import (
@@ -478,60 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the command is, so that its cleanup runs as for Ctrl-C.
-
-    Not an ``Exception``: no "one experiment failed, go on" handler swallows it.
-    """
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """While inside, SIGTERM raises ``Terminated``; the previous handler comes back after.
-
-    A second SIGTERM while the first one's cleanup runs is ignored. Only the main thread can
-    install handlers; elsewhere, and where the handler in place was not set from Python (it
-    could not be put back), nothing changes.
-    """
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
-        yield
-        return
-    fired = False
-
-    def terminate(signum, frame):
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise Terminated
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        try:
-            fired = True  # the command is over: nothing left to clean up
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _no_space(error: BaseException) -> str | None:
-    """The one-line message when ``error`` (or what caused it) is a full disk, else None."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            name = cause.filename
-            named = isinstance(name, (str, bytes, os.PathLike)) and os.fsdecode(name)
-            where = f" while writing {named}" if named else ""
-            return f"no space left on device{where}; free some space or write elsewhere"
-        cause = cause.__cause__ or cause.__context__
-    if "No space left on device" in str(error):  # e.g. a library's error that wraps errno 28
-        return "no space left on device; free some space or write elsewhere"
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code.
 
@@ -545,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-        with _sigterm_raises():
+        with sigterm_raises():
             code = args.func(args)
     except PolylensError as e:
         print(f"polylens: error: {e}", file=sys.stderr)
@@ -557,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("polylens: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as e:
-        message = _no_space(e)
+        message = no_space(e)
         if message is None:
             raise
         print(f"polylens: error: {message}", file=sys.stderr)
