@@ -96,6 +96,17 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def read_file_bytes(path: str | Path, what: str) -> bytes:
+    """The bytes of a user's file, or one line naming it: missing, or unreadable (``OSError``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PolylensError(f"{what} {path} does not exist or is not a file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise PolylensError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
 def read_text_file(path: str | Path, what: str) -> str:
     """The UTF-8 text of a user's file, or one line naming the file and what is wrong.
 
@@ -110,12 +121,7 @@ def read_text_file(path: str | Path, what: str) -> str:
         PolylensError: the file is missing, cannot be read (``OSError``) or is not UTF-8.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise PolylensError(f"{what} {path} does not exist or is not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise PolylensError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    data = read_file_bytes(path, what)
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
         return data[skip:].decode("utf-8")

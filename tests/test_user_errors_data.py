@@ -233,7 +233,7 @@ CASES = [
     (
         "model-config-unreadable",
         lambda t, mp: _model_dir(t, mp),
-        "cannot read {t}/model/config.json: Permission denied",
+        "cannot read model config {t}/model/config.json: Permission denied",
         False,
     ),
     (

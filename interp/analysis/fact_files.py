@@ -136,36 +136,48 @@ def read_polylens_tsv_dir(directory: str | Path, langs: Sequence[str]) -> list[F
     ]
 
 
-def _read_tsv(path: Path) -> list[_Row]:
-    # Split on \n only (str.splitlines would also split on \v, \f, \x1c... inside a field) and
-    # keep each line's number in the file: blank lines are skipped, not renumbered.
+def _tsv_records(path: Path, what: str, columns: Sequence[str]) -> list[tuple[int, dict]]:
+    r"""The rows of a tab-separated file with a header naming ``columns``: (line, values).
+
+    Split on ``\n`` only (str.splitlines would also split on \v, \f, \x1c... inside a field),
+    each row keeping its line number in the file: blank lines are skipped, not renumbered. Values
+    are stripped; a short row's missing fields are empty. Extra columns are ignored.
+    """
     numbered = [
         (i, line)
-        for i, line in enumerate(split_lines(read_text_file(path, "facts file")), 1)
+        for i, line in enumerate(split_lines(read_text_file(path, what)), 1)
         if line.strip()
     ]
+    names = ", ".join(columns)
     if not numbered:
         raise PolylensError(
-            f"facts file {path} is empty; give a header ({chr(9).join(TSV_COLUMNS)}) and one row "
-            "per fact"
+            f"{what} {path} is empty; give a header ({names}, tab-separated) and one row per fact"
         )
     header = [name.strip() for name in numbered[0][1].split("\t")]
-    missing = [c for c in TSV_COLUMNS if c not in header]
+    missing = [c for c in columns if c not in header]
     if missing:
         raise PolylensError(
-            f"facts file {path} lacks the column {missing[0]!r}; the header must name "
-            f"{', '.join(TSV_COLUMNS)} (tab-separated)"
+            f"{what} {path} lacks the column {missing[0]!r}; the header must name {names} "
+            "(tab-separated)"
         )
     if len(numbered) == 1:
         raise PolylensError(
-            f"facts file {path} has a header but no rows; add one row per fact below it"
+            f"{what} {path} has a header but no rows; add one row per fact below it"
         )
-    column = {c: header.index(c) for c in TSV_COLUMNS}
-    rows, seen = [], set()
+    column = {c: header.index(c) for c in columns}
+    out = []
     for i, line in numbered[1:]:
-        where = f"{path}:{i}"
         fields = line.split("\t")
-        values = {c: (fields[k] if k < len(fields) else "").strip() for c, k in column.items()}
+        out.append(
+            (i, {c: (fields[k] if k < len(fields) else "").strip() for c, k in column.items()})
+        )
+    return out
+
+
+def _read_tsv(path: Path) -> list[_Row]:
+    rows, seen = [], set()
+    for i, values in _tsv_records(path, "facts file", TSV_COLUMNS):
+        where = f"{path}:{i}"
         empty = [c for c in TSV_COLUMNS if not values[c]]
         if empty:
             raise PolylensError(f"{where} has an empty {empty[0]!r} field; fill it or drop the row")
@@ -349,34 +361,9 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 
 def _read_bmlama_tsv(path: Path) -> list[_BmlamaRow]:
-    numbered = [
-        (i, line)
-        for i, line in enumerate(split_lines(read_text_file(path, "BMLAMA file")), 1)
-        if line.strip()
-    ]
-    columns = ", ".join(BMLAMA_COLUMNS)
-    if not numbered:
-        raise PolylensError(
-            f"BMLAMA file {path} is empty; give the header ({columns}, tab-separated) and one row "
-            "per fact"
-        )
-    header = [name.strip() for name in numbered[0][1].split("\t")]
-    missing = [c for c in BMLAMA_COLUMNS if c not in header]
-    if missing:
-        raise PolylensError(
-            f"BMLAMA file {path} lacks the column {missing[0]!r}; the header must name {columns} "
-            "(tab-separated)"
-        )
-    if len(numbered) == 1:
-        raise PolylensError(
-            f"BMLAMA file {path} has a header but no rows; add one row per fact below it"
-        )
-    column = {c: header.index(c) for c in BMLAMA_COLUMNS}
     rows = []
-    for i, line in numbered[1:]:
+    for i, values in _tsv_records(path, "BMLAMA file", BMLAMA_COLUMNS):
         where = f"BMLAMA file {path}:{i}"
-        fields = line.split("\t")
-        values = {c: (fields[k] if k < len(fields) else "").strip() for c, k in column.items()}
         empty = [c for c in BMLAMA_COLUMNS if not values[c]]
         if empty:
             raise PolylensError(

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from interp.checks import check_device
+from interp.checks import check_device, read_file_bytes
 from interp.errors import PolylensError
 from interp.model.architectures import Adapter, adapter_for, get_submodule
 from interp.model.batching import pad_batch
@@ -420,10 +420,7 @@ def _check_model_dir(path: Path) -> None:
     config = path / "config.json"
     if not config.is_file():
         raise PolylensError(f"{path} has no config.json; point at a Hugging Face model directory")
-    try:
-        data = config.read_bytes()
-    except OSError as e:
-        raise PolylensError(f"cannot read {config}: {e.strerror or e}") from None
+    data = read_file_bytes(config, "model config")
     if data.startswith(codecs.BOM_UTF8):
         # transformers reads config.json as plain UTF-8: the mark would fail it several frames deep.
         raise PolylensError(
