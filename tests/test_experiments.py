@@ -92,9 +92,10 @@ def test_latent_language_result_directory(tiny_dir, tmp_path, capsys):
     assert "data:image/png;base64," in html and "interactive version" in html
     assert "<h2>Controls</h2>" in html and "demonstrations drawn per test word" in html
     figure = (out / "figures/language_mass.html").read_text()
-    # offline: plotly.js once per result, loaded relatively by every figure
-    assert 'src="plotly.min.js"' in figure and len(figure) < 1_000_000
-    assert (out / "figures/plotly.min.js").stat().st_size > 1_000_000
+    # offline: one plotly.js beside the results, loaded relatively by every figure
+    assert 'src="../../assets/plotly.min.js"' in figure and len(figure) < 1_000_000
+    assert (out / "figures/../../assets/plotly.min.js").resolve().stat().st_size > 1_000_000
+    assert not (out / "figures/plotly.min.js").exists()
     assert "0.07216348499059677" not in html  # key numbers are rounded for reading
     # Same config and seed, same numbers.
     assert main(argv) == 0
