@@ -25,11 +25,10 @@ from experiments.fields import (
     describe,
     fields_help,
     parse_value,
-    repeated,
     validate_fields,
 )
 from experiments.results import Figure, ResultDir
-from interp.checks import check_device, read_text_file
+from interp.checks import check_device, nearest_existing, read_text_file
 from interp.data import DEFAULT_LANGS
 from interp.data.languages import check_langs
 from interp.errors import PolylensError
@@ -75,14 +74,7 @@ class ExperimentConfig:
         if isinstance(self.langs, str):
             self.langs = self.langs.split(",")
         validate_fields(self)
-        self.langs = check_langs(self.langs)
-        twice = repeated(self.langs)
-        if twice is not None:
-            # Counted twice, a language would weigh double in every mean over languages.
-            raise PolylensError(
-                f"config field langs = {self.langs!r} is not valid: {twice!r} is listed twice; "
-                "give each language once"
-            )
+        self.langs = check_langs(self.langs)  # repeats were refused by validate_fields
         try:
             check_device(self.device)
         except PolylensError as e:
@@ -99,13 +91,10 @@ def check_store_dir(store: str) -> None:
     path = Path(store)
     what = f"config field store = {store!r}"
     remedy = "give a directory for the activation store (or leave store out: the cache)"
-    if path.exists() and not path.is_dir():
-        raise PolylensError(f"{what}: {path} is an existing file, not a directory; {remedy}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise PolylensError(f"{what}: {parent} is a file, not a directory; {remedy}")
-            break
+    nearest = nearest_existing(path)
+    if not nearest.is_dir():
+        kind = "an existing file" if nearest == path else "a file"
+        raise PolylensError(f"{what}: {nearest} is {kind}, not a directory; {remedy}")
 
 
 def load_config(

@@ -138,7 +138,7 @@ def _read_prompts(args: argparse.Namespace) -> tuple[list[str], Callable[[int], 
 
 
 def _cmd_extract(args: argparse.Namespace) -> None:
-    from interp.extract import extract
+    from interp.extract import extract_to_store, plan_extraction
     from interp.model.models import load_model
     from interp.storage.store import ActivationStore, entry_key
 
@@ -148,18 +148,17 @@ def _cmd_extract(args: argparse.Namespace) -> None:
         check_output_dir(args.out)
     prompts, where = _read_prompts(args)
     model = load_model(args.model, device=args.device)
-    model.check_context([len(ids) for ids in model.tokenize(prompts)], where)
-    store = ActivationStore(args.out)
-    acts = extract(
+    # Planned here, not by extract(), so that a prompt too long is named by its file and line.
+    plan = plan_extraction(
         model,
         prompts,
         layers=args.layers,
         positions=args.positions,
-        backend=args.backend,
-        batch_size=args.batch_size,
         dtype=args.dtype,
-        store=store,
+        where=where,
     )
+    store = ActivationStore(args.out)
+    acts = extract_to_store(plan, store, backend=args.backend, batch_size=args.batch_size)
     key = entry_key(acts.meta)
     shape = tuple(acts.flat.shape)
     print(f"{len(prompts)} prompts -> {store.root / key}  (rows x layers x d_model = {shape})")

@@ -52,6 +52,12 @@ def sigterm_raises() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def file_named(error: OSError) -> str | None:
+    """The file an OS error names, as text (None when it names none)."""
+    name = error.filename
+    return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) and name else None
+
+
 def no_space(error: BaseException) -> str | None:
     """The one-line message when ``error`` (or what caused it) is a full disk, else None."""
     seen: set[int] = set()
@@ -59,8 +65,7 @@ def no_space(error: BaseException) -> str | None:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-            name = cause.filename
-            named = isinstance(name, (str, bytes, os.PathLike)) and os.fsdecode(name)
+            named = file_named(cause)
             where = f" while writing {named}" if named else ""
             return f"no space left on device{where}; free some space or write elsewhere"
         cause = cause.__cause__ or cause.__context__

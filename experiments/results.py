@@ -14,6 +14,7 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import functools
 import html
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from experiments.endings import file_named
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
 from interp.storage.files import atomic_write_bytes, atomic_write_text
@@ -77,7 +79,9 @@ def plotly_copy(self_contained: bool) -> Iterator[None]:
         _self_contained = before
 
 
+@functools.cache
 def _plotly_js() -> bytes:
+    """plotly.js (4.8 MB), read from the plotly package once per process."""
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs().encode("utf-8")
@@ -119,9 +123,14 @@ _NOTE_SCRIPT = (
 )
 
 
+def _load_plotly_from(page: str, src: str) -> str:
+    """A figure page whose plotly.js script tag loads ``src``."""
+    return _SCRIPT_SRC.sub(lambda m: m.group(1) + src + m.group(3), page, count=1)
+
+
 def _shared_page(page: str) -> str:
     """A figure page that loads the site's plotly.js, with the note shown when it is missing."""
-    page = _SCRIPT_SRC.sub(lambda m: m.group(1) + SHARED_PLOTLY_SRC + m.group(3), page, count=1)
+    page = _load_plotly_from(page, SHARED_PLOTLY_SRC)
     if PLOTLY_NOTE_ID not in page:
         page = page.replace("<body>", "<body>" + _NOTE, 1)
         page = page.replace("</body>", _NOTE_SCRIPT + "</body>", 1)
@@ -146,7 +155,7 @@ def relink_figures(result: str | Path, self_contained: bool) -> None:
     for page in pages:
         text = page.read_text(encoding="utf-8")
         if self_contained:
-            new = _SCRIPT_SRC.sub(lambda m: m.group(1) + PLOTLY_JS + m.group(3), text, count=1)
+            new = _load_plotly_from(text, PLOTLY_JS)
         else:
             new = _shared_page(text)
         if new != text:
@@ -290,8 +299,8 @@ class ResultDir:
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
-            named = isinstance(e.filename, (str, bytes, os.PathLike)) and e.filename
-            where = Path(os.fsdecode(named)) if named else Path(path)
+            named = file_named(e)
+            where = Path(named) if named else Path(path)
             if where.is_relative_to(self.path):
                 where = self.target / where.relative_to(self.path)
             raise PolylensError(

@@ -45,7 +45,8 @@ def check_device(spec: str | torch.device | None) -> str | None:
     return spec
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing parent."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
@@ -74,7 +75,7 @@ def check_output_dir(path: str | Path, what: str = "--out") -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise PolylensError(f"{what} {path} is an existing file; give a directory")
-    _check_writable_dir(_nearest_existing(path), f"{what} {path}")
+    _check_writable_dir(nearest_existing(path), f"{what} {path}")
     return path
 
 
@@ -92,7 +93,7 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
                 f"{what} {path} exists and cannot be written; choose another path"
             ) from None
     else:
-        _check_writable_dir(_nearest_existing(path.parent), f"{what} {path}")
+        _check_writable_dir(nearest_existing(path.parent), f"{what} {path}")
     return path
 
 

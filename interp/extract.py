@@ -134,8 +134,12 @@ def plan_extraction(
     sites: str | Sequence[str] | None = None,
     positions: PositionsLike = "last",
     dtype: str = "float32",
+    where: Callable[[int], str] = "prompt {}".format,
 ) -> ExtractionPlan:
-    """Tokenize and validate a request before any forward pass runs."""
+    """Tokenize and validate a request before any forward pass runs.
+
+    ``where(i)`` names prompt i in an error (e.g. its file and line).
+    """
     prompts = list(prompts)
     if not prompts:
         raise PolylensError("the prompt list is empty; pass at least one prompt")
@@ -144,8 +148,8 @@ def plan_extraction(
     token_ids = model.tokenize(prompts)
     empty = [i for i, ids in enumerate(token_ids) if not ids]
     if empty:
-        raise PolylensError(f"prompt {empty[0]} tokenizes to nothing; remove empty prompts")
-    model.check_context([len(ids) for ids in token_ids])  # before any forward pass
+        raise PolylensError(f"{where(empty[0])} tokenizes to nothing; remove empty prompts")
+    model.check_context([len(ids) for ids in token_ids], where)  # before any forward pass
     named = tuple(parse_sites(model, sites)) if sites is not None else ()
     widths = {site.name: site_width(model, site) for site in named}
     if len(set(widths.values())) > 1:

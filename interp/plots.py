@@ -69,6 +69,14 @@ def _register_package_fonts() -> tuple[str, ...]:
     return tuple(added)
 
 
+@functools.cache
+def _fallbacks() -> tuple[str, ...]:
+    """The ``FALLBACK_FAMILIES`` matplotlib knows, the packaged fonts registered first."""
+    _register_package_fonts()
+    installed = {entry.name for entry in font_manager.fontManager.ttflist}
+    return tuple(family for family in FALLBACK_FAMILIES if family in installed)
+
+
 def use_fonts() -> list[str]:
     """Make matplotlib draw the scripts of all polylens languages; returns the fallbacks in use.
 
@@ -77,9 +85,7 @@ def use_fonts() -> list[str]:
     unchanged). Idempotent and cheap: every builder here calls it, so a reset of ``rcParams``
     between figures does not lose the fallbacks.
     """
-    _register_package_fonts()
-    installed = {entry.name for entry in font_manager.fontManager.ttflist}
-    fallbacks = [family for family in FALLBACK_FAMILIES if family in installed]
+    fallbacks = list(_fallbacks())
     families = plt.rcParams["font.family"]
     families = [families] if isinstance(families, str) else list(families)
     plt.rcParams["font.family"] = [f for f in families if f not in fallbacks] + fallbacks

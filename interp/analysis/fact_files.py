@@ -33,7 +33,7 @@ malformed file is one line naming the file and its line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +85,38 @@ class _Row:
     """The row's line number in its file (1 is the header's, if no blank line precedes it)."""
 
 
+def _check_aligned(
+    tables: dict,
+    paths: dict,
+    langs: Sequence[str],
+    what: str,
+    same_fact: Callable[[object, object, Path], None] | None = None,
+) -> None:
+    """Check that row i is the same fact in every language, as far as the files can tell.
+
+    Every language has as many rows as the first, and row i as many candidates (candidate j is the
+    same answer in every language); ``same_fact(first's row, other's row, other's path)`` checks
+    more where the layout can (polylens's ids) before the candidates. ``what`` starts the errors.
+    """
+    first, first_path = tables[langs[0]], paths[langs[0]]
+    for lang in langs[1:]:
+        rows, path = tables[lang], paths[lang]
+        if len(rows) != len(first):
+            raise PolylensError(
+                f"{what}{path} has {len(rows)} rows but {first_path.name} has {len(first)}; "
+                "row i must be the same fact in every language"
+            )
+        for a, b in zip(first, rows):
+            if same_fact is not None:
+                same_fact(a, b, path)
+            if len(a.candidates) != len(b.candidates):
+                raise PolylensError(
+                    f"{what}{path}:{b.line} has {len(b.candidates)} candidates but "
+                    f"{first_path.name}:{a.line} has {len(a.candidates)}; candidate j must be the "
+                    "same answer in every language"
+                )
+
+
 def read_polylens_tsv_dir(directory: str | Path, langs: Sequence[str]) -> list[FactPrompt]:
     r"""Facts from ``<directory>/<lang>.tsv`` in polylens's own layout (see the module docstring).
 
@@ -99,27 +131,16 @@ def read_polylens_tsv_dir(directory: str | Path, langs: Sequence[str]) -> list[F
     """
     paths = language_files(directory, langs, "{lang}.tsv", "facts")
     tables = {lang: _read_tsv(path) for lang, path in paths.items()}
-    first_lang = langs[0]
-    first, first_path = tables[first_lang], paths[first_lang]
-    for lang in langs[1:]:
-        rows, path = tables[lang], paths[lang]
-        if len(rows) != len(first):
+    first_path = paths[langs[0]]
+
+    def same_id(a: _Row, b: _Row, path: Path) -> None:
+        if a.fact_id != b.fact_id:
             raise PolylensError(
-                f"{path} has {len(rows)} rows but {first_path.name} has {len(first)}; row i must "
-                "be the same fact in every language"
+                f"{path}:{b.line} has id {b.fact_id!r} but {first_path.name}:{a.line} has "
+                f"{a.fact_id!r}; align the rows by fact"
             )
-        for a, b in zip(first, rows):
-            if a.fact_id != b.fact_id:
-                raise PolylensError(
-                    f"{path}:{b.line} has id {b.fact_id!r} but {first_path.name}:{a.line} has "
-                    f"{a.fact_id!r}; align the rows by fact"
-                )
-            if len(a.candidates) != len(b.candidates):
-                raise PolylensError(
-                    f"{path}:{b.line} has {len(b.candidates)} candidates but "
-                    f"{first_path.name}:{a.line} has {len(a.candidates)}; candidate j must be the "
-                    "same answer in every language"
-                )
+
+    _check_aligned(tables, paths, langs, "", same_id)
     return [
         FactPrompt(
             row.fact_id,
@@ -311,21 +332,8 @@ def read_bmlama_dir(directory: str | Path, langs: Sequence[str]) -> list[FactPro
     """
     paths = language_files(directory, langs, "{lang}.tsv", "facts")
     tables = {lang: _read_bmlama_tsv(path) for lang, path in paths.items()}
-    first, first_path = tables[langs[0]], paths[langs[0]]
-    for lang in langs[1:]:
-        rows, path = tables[lang], paths[lang]
-        if len(rows) != len(first):
-            raise PolylensError(
-                f"BMLAMA file {path} has {len(rows)} rows but {first_path.name} has {len(first)}; "
-                "row i must be the same fact in every language"
-            )
-        for a, b in zip(first, rows):
-            if len(a.candidates) != len(b.candidates):
-                raise PolylensError(
-                    f"BMLAMA file {path}:{b.line} has {len(b.candidates)} candidates but "
-                    f"{first_path.name}:{a.line} has {len(a.candidates)}; candidate j must be the "
-                    "same answer in every language"
-                )
+    _check_aligned(tables, paths, langs, "BMLAMA file ")
+    first = tables[langs[0]]
     order = [lang for lang in langs if lang == "en"] + [lang for lang in langs if lang != "en"]
     out: dict[str, list[FactPrompt]] = {lang: [] for lang in langs}
     for i in range(len(first)):
