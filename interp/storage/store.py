@@ -308,8 +308,7 @@ class ActivationStore:
         """
         entry, covered = self.root / key, 0
         for name in manifest["shards"]:
-            header = _shard_header(entry / name)
-            rows = _shard_rows(entry / name)
+            header, rows = _shard_layout(entry / name)
             if header is not None and header[0] != key:
                 return [
                     f"{name} of store entry {key} holds the activations of entry {header[0]}; "
@@ -386,17 +385,21 @@ class ActivationStore:
 def _shard_header(path: Path) -> tuple[str, int, int] | None:
     """The entry and rows ``[start, stop)`` a shard's header names; None if it names none."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        return _shard_layout(path)[0]
     except (OSError, SafetensorError):
         return None
-    try:
-        return meta["entry"], int(meta["start"]), int(meta["stop"])
-    except (KeyError, ValueError):
-        return None
 
 
-def _shard_rows(path: Path) -> int:
-    """How many prompts a shard holds (its ``offsets`` has one more entry), from its header."""
+def _shard_layout(path: Path) -> tuple[tuple[str, int, int] | None, int]:
+    """What a shard's header says, read once: its entry and rows, and how many prompts it holds.
+
+    The entry and row range are None where the header names none (an older polylens); the count
+    comes from ``offsets``, which has one entry more than the shard has prompts.
+    """
     with safe_open(str(path), framework="pt") as f:
-        return f.get_slice("offsets").get_shape()[0] - 1
+        meta = f.metadata() or {}
+        rows = f.get_slice("offsets").get_shape()[0] - 1
+    try:
+        return (meta["entry"], int(meta["start"]), int(meta["stop"])), rows
+    except (KeyError, ValueError):
+        return None, rows
