@@ -18,6 +18,8 @@ from pathlib import Path
 from experiments.base import ExperimentConfig, load_config
 from experiments.results import check_result_target, discard_uncommitted, run_clock
 from interp.errors import PolylensError
+from interp.model.footprint import Workload
+from interp.model.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -28,18 +30,27 @@ class Experiment:
     config_class: type[ExperimentConfig]
     run: Callable[[ExperimentConfig], Path]
     description: str
+    workload: Callable[[ExperimentConfig, LoadedModel], Workload] | None = None
+    """What a run asks of the model, from the config and a model on the meta device (its
+    tokenizer and layers, no weights): ``polylens plan`` and the check before every run."""
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def register(name: str, config_class: type[ExperimentConfig], description: str) -> Callable:
+def register(
+    name: str,
+    config_class: type[ExperimentConfig],
+    description: str,
+    *,
+    workload: Callable[[ExperimentConfig, LoadedModel], Workload] | None = None,
+) -> Callable:
     """Decorator adding ``run`` to the registry under ``name`` (a name can be taken once)."""
 
     def add(run: Callable[[ExperimentConfig], Path]) -> Callable[[ExperimentConfig], Path]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is already registered")
-        EXPERIMENTS[name] = Experiment(name, config_class, run, description)
+        EXPERIMENTS[name] = Experiment(name, config_class, run, description, workload)
         return run
 
     return add

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,14 @@ from interp.checks import check_device, nearest_existing, read_text_file
 from interp.data import DEFAULT_LANGS
 from interp.data.languages import check_langs
 from interp.errors import PolylensError
+from interp.model.footprint import (
+    format_bytes,
+    free_bytes,
+    placement,
+    planning_model,
+    process_bytes,
+)
+from interp.model.models import LoadedModel, load_model
 
 __all__ = [
     "CONFIG_DIR",
@@ -66,9 +74,20 @@ class ExperimentConfig:
     """cuda or cpu (default: cuda when available)."""
     store: str | None = None
     """Activation store directory (default: the polylens cache)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights' compute dtype; auto: the checkpoint's own on a GPU, float32 on a CPU."""
+    device_map: str | None = None
+    """Spread the model over devices with accelerate (auto, balanced, sequential), not device."""
+    max_memory: dict[str, str] | None = None
+    """With device_map, the most each device may hold, e.g. {0: 20GiB, 1: 20GiB, cpu: 60GiB}."""
+    offload_folder: str | None = None
+    """With device_map, the directory where weights that fit nowhere else are offloaded."""
 
     _ranges: ClassVar[dict[str, Range]] = {"batch_size": at_least(1)}
     """Allowed intervals of numeric fields; subclasses add theirs (see ``experiments.fields``)."""
+    needs_next_token: ClassVar[str | None] = None
+    """What in the experiment reads next-token logits (``"the logit lens"``); None: nothing. An
+    encoder is refused with it as soon as it loads (``check_model``), before any other work."""
 
     def __post_init__(self) -> None:
         if isinstance(self.langs, str):
@@ -81,6 +100,102 @@ class ExperimentConfig:
             raise PolylensError(f"config field device: {e}") from None
         if self.store is not None:
             check_store_dir(self.store)
+        check_placement(self)
+
+    def load_model(self) -> LoadedModel:
+        """The configured model in the configured dtype and placement, after ``check_model``.
+
+        Refused first, in one line and before any weight is read, when its weights cannot fit
+        (``check_fits``).
+        """
+        check_fits(self)
+        model = load_model(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            device_map=self.device_map,
+            max_memory=self.max_memory,
+            offload_folder=self.offload_folder,
+        )
+        self.check_model(model)
+        return model
+
+    def check_model(self, model: LoadedModel) -> None:
+        """Refuse a model the run cannot read: an encoder where it needs next-token logits."""
+        if self.needs_next_token is not None:
+            model.require_next_token(self.needs_next_token)
+
+
+def check_fits(config: ExperimentConfig) -> None:
+    """Refuse, in one line and before any weight is read, a model that cannot fit in memory.
+
+    From the config alone (``interp.model.footprint``): the weights in the compute dtype plus
+    what the process holds already, against the free memory of the device; with a device map,
+    weights that accelerate would send to the disk need ``offload_folder``. ``polylens plan``
+    adds the experiment's own working set to this.
+    """
+    device = run_device(config)
+    model, shape = planning_model(config.model, dtype=config.dtype, on_gpu=on_gpu(config))
+    if config.device_map is not None:
+        disk = placement(model, config.max_memory).get("disk", 0)
+        if disk and config.offload_folder is None:
+            raise PolylensError(
+                f"{config.model}: {format_bytes(disk)} of weights fit on no device and would go "
+                "to the disk; give offload_folder (a directory for them) or more max_memory"
+            )
+        return
+    held = process_bytes() if torch.device(device).type == "cpu" else 0
+    need, free = shape.weight_bytes + held, free_for(config, device)
+    if need > free:
+        dtype = str(shape.dtype).removeprefix("torch.")
+        raise PolylensError(
+            f"{config.model} needs about {format_bytes(need)} in {dtype} "
+            f"({format_bytes(shape.weight_bytes)} of weights) and {format_bytes(free)} are "
+            f"free; {remedy(dtype)}"
+        )
+
+
+def run_device(config: ExperimentConfig) -> str:
+    """The device a run computes on (with a device map: the CPU, which holds the rest)."""
+    if config.device is not None:
+        return config.device
+    return "cuda" if config.device_map is None and torch.cuda.is_available() else "cpu"
+
+
+def on_gpu(config: ExperimentConfig) -> bool:
+    """Whether a GPU computes the run (what dtype ``auto`` follows)."""
+    spread = config.device_map is not None and torch.cuda.is_available()
+    return spread or torch.device(run_device(config)).type == "cuda"
+
+
+def remedy(dtype: str) -> str:
+    """What makes a run fit: half precision first, then more devices or the disk."""
+    if dtype == "float32":
+        return "use dtype: bfloat16 or device_map: auto"
+    return "use device_map: auto over more GPUs, or offload_folder for weights on disk"
+
+
+def free_for(config: ExperimentConfig, device: str) -> int:
+    """Memory the run can use: the device's, or with a device map every GPU's and the RAM."""
+    if config.device_map is None:
+        return free_bytes(device)
+    gpus = [free_bytes(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    return sum(gpus) + free_bytes("cpu")
+
+
+def check_placement(config: ExperimentConfig) -> None:
+    """Refuse, before the model loads, placement fields that contradict each other."""
+    if config.device_map is not None and config.device is not None:
+        raise PolylensError(
+            "config fields device and device_map both set; give device for one device, "
+            "device_map to spread the model"
+        )
+    if config.device_map is None:
+        for name in ("max_memory", "offload_folder"):
+            if getattr(config, name) is not None:
+                raise PolylensError(
+                    f"config field {name} applies only with device_map; add device_map: auto"
+                )
 
 
 def check_store_dir(store: str) -> None:

@@ -147,7 +147,9 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     if args.out:
         check_output_dir(args.out)
     prompts, where = _read_prompts(args)
-    model = load_model(args.model, device=args.device)
+    model = load_model(
+        args.model, **_model_options(args, dtype=args.model_dtype or "auto", device=args.device)
+    )
     # Planned here, not by extract(), so that a prompt too long is named by its file and line.
     plan = plan_extraction(
         model,
@@ -160,7 +162,7 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     store = ActivationStore(args.out)
     acts = extract_to_store(plan, store, backend=args.backend, batch_size=args.batch_size)
     key = entry_key(acts.meta)
-    shape = tuple(acts.flat.shape)
+    shape = tuple(acts.shape)  # from the shards' headers: nothing is read
     print(f"{len(prompts)} prompts -> {store.root / key}  (rows x layers x d_model = {shape})")
 
 
@@ -272,17 +274,94 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"results: {path}  (open {path / 'report.html'})")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from experiments import get_experiment, resolve_config
+    from experiments.base import parse_overrides
+    from experiments.plan import describe_plan, make_plan
+
+    overrides = {"model": args.model, "langs": args.langs, "device": args.device}
+    config_class = get_experiment(args.name).config_class
+    settings = parse_overrides(config_class, args.name, args.overrides + args.extra)
+    config = resolve_config(args.name, args.config, overrides, settings)
+    plan = make_plan(args.name, config, timed=not args.no_timing)
+    if args.json:
+        _write_out(args.json, json.dumps(plan.as_dict(), indent=2))
+    print(describe_plan(plan))
+
+
+def _cmd_bench_plan(args: argparse.Namespace) -> None:
+    from experiments.plan import measure_plan
+
+    check_output_file(args.out)
+    only = [n for n in args.only.split(",") if n] if args.only else None
+    _report(measure_plan(only, full=args.full, device=args.device), args.out)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from experiments.report import run_report
 
     only = [n for n in args.only.split(",") if n] if args.only else None
     outcomes = run_report(
-        args.out, full=args.full, only=only, model=args.model, self_contained=args.self_contained
+        args.out,
+        full=args.full,
+        only=only,
+        model=args.model,
+        model_options=_model_options(args, dtype=args.dtype, device=args.device),
+        self_contained=args.self_contained,
     )
     failed = [o.name for o in outcomes if o.status == "failed"]
     if failed:
         print(f"polylens: {len(failed)} experiment(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def add_model_options(p: argparse.ArgumentParser, *, dtype_flag: str = "--dtype") -> None:
+    """The options that say how a model loads: compute dtype, device, placement over devices."""
+    p.add_argument(
+        dtype_flag,
+        default=None,
+        choices=["auto", *DTYPES],
+        help="weights' compute dtype (auto: the checkpoint's own on a GPU, float32 on a CPU)",
+    )
+    p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
+    p.add_argument(
+        "--device-map",
+        default=None,
+        help="spread the model over devices with accelerate (auto, balanced, sequential)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=_max_memory,
+        default=None,
+        help="with --device-map, the most each device may hold: '{0: 20GiB, cpu: 60GiB}'",
+    )
+    p.add_argument(
+        "--offload-folder", default=None, help="with --device-map, where weights offload to disk"
+    )
+
+
+def _max_memory(text: str) -> dict:
+    from experiments.fields import convert, parse_value
+
+    try:
+        return convert(parse_value("max_memory", text, dict[str, str]), dict[str, str])
+    except PolylensError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    except Exception:  # fields' _Invalid: not a mapping of devices to sizes
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a mapping of devices to sizes, e.g. '{{0: 20GiB, cpu: 60GiB}}'"
+        ) from None
+
+
+def _model_options(args: argparse.Namespace, *, dtype: str | None, device: str | None) -> dict:
+    """``load_model``'s keywords from the options of ``add_model_options`` (None: not given)."""
+    return {
+        "dtype": dtype,
+        "device": device,
+        "device_map": args.device_map,
+        "max_memory": args.max_memory,
+        "offload_folder": args.offload_folder,
+    }
 
 
 def _cmd_tuned_lens(args: argparse.Namespace) -> None:
@@ -293,7 +372,9 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
     config = TunedLensConfig(steps=args.steps, tokens_per_step=args.tokens_per_step, lr=args.lr)
     if args.out:
         check_output_file(args.out)
-    model = load_model(args.model, device=args.device)
+    model = load_model(
+        args.model, **_model_options(args, dtype=args.dtype or "auto", device=args.device)
+    )
     store = ActivationStore()
     lens = load_or_train_tuned_lens(model, config, store=store)
     rows = evaluate_tuned_lens(model, lens, config, store=store)
@@ -332,13 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layers", default="all", help="'all' or comma-separated indices (0 = embeddings)"
     )
-    p.add_argument("--positions", default="last", help="last, mean, all, or a token index")
+    p.add_argument(
+        "--positions",
+        default=None,
+        help="last, mean, all, or a token index (default: last; mean for an encoder)",
+    )
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
     p.add_argument("--batch-size", type=_positive(int), default=16)
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument(
-        "--device", type=_device, default=None, help="cuda or cpu (default: cuda when available)"
+        "--dtype", default="float32", choices=list(DTYPES), help="stored activations' dtype"
     )
+    add_model_options(p, dtype_flag="--model-dtype")
     p.add_argument("--out", default=None, help="activation store directory (default: the cache)")
     p.set_defaults(func=_cmd_extract)
 
@@ -423,12 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    b = _bench_parser(
+        bench,
+        "plan",
+        model=False,
+        help="polylens plan against real runs: store size, peak memory and time per experiment",
+    )
+    b.add_argument("--only", default=None, help="comma-separated experiment names")
+    b.add_argument("--full", action="store_true", help="full defaults, not the quick profile")
+    b.set_defaults(func=_cmd_bench_plan)
+
     p = sub.add_parser("tuned-lens", help="train (once, then cached) and evaluate a tuned lens")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--steps", type=_positive(int), default=TUNED_DEFAULTS.steps)
     p.add_argument("--tokens-per-step", type=_positive(int), default=TUNED_DEFAULTS.tokens_per_step)
     p.add_argument("--lr", type=_positive(float), default=TUNED_DEFAULTS.lr)
-    p.add_argument("--device", type=_device, default=None)
+    add_model_options(p)
     p.add_argument("--out", default=None, help="JSON file for the per-layer KL")
     p.set_defaults(func=_cmd_tuned_lens)
 
@@ -460,12 +555,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
+        "plan",
+        help="estimate a run (parameters, memory, store size, tokens, time) before it loads",
+        description="Estimate what `polylens run NAME` will cost, from the model's config and "
+        "tokenizer alone (no weights are read): parameters, weight memory in the chosen dtype, "
+        "activation store size on disk, peak memory, tokens run forward, and the model's time "
+        "on this machine from a one-block calibration. Takes the options and config fields of "
+        "`polylens run`.",
+    )
+    p.add_argument("name", help="experiment name (`polylens run --help` lists them)")
+    p.add_argument("overrides", nargs="*", metavar="field=value", help="config fields, as for run")
+    p.add_argument("--config", default=None, help="YAML file overriding the defaults")
+    p.add_argument("--model", default=None, help="model (overrides the config)")
+    p.add_argument("--langs", type=_langs, default=None, help="comma-separated languages")
+    p.add_argument("--device", type=_device, default=None, help="cuda or cpu")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the plan as JSON")
+    p.add_argument("--no-timing", action="store_true", help="skip the one-block calibration")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser(
         "report", help="run every experiment and write one offline site (DIR/index.html)"
     )
     p.add_argument("--full", action="store_true", help="full defaults, not the quick profile")
     p.add_argument("--out", default="results", help="site directory (default: results)")
     p.add_argument("--only", default=None, help="comma-separated experiment names")
     p.add_argument("--model", default=None, help="model for every experiment (overrides)")
+    add_model_options(p)
     p.add_argument("--self-contained", action="store_true", help=SELF_CONTAINED_HELP)
     p.set_defaults(func=_cmd_report)
 
@@ -483,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         # `polylens run NAME --n-words 3`: options the parser does not know are config fields.
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command != "run":
+        if extra and args.command not in ("run", "plan"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

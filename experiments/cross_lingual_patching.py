@@ -22,11 +22,12 @@ from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
 from interp import plots
 from interp.analysis.factual_data import bundled_facts, with_demonstrations
-from interp.analysis.patching import SwapCase, swap_partners, swap_scores
+from interp.analysis.patching import SwapCase, swap_partners, swap_scores, swap_workload
 from interp.data import load
 from interp.errors import PolylensError
 from interp.metrics import bootstrap_mean
-from interp.model.models import load_model
+from interp.model.footprint import Workload
+from interp.model.models import LoadedModel
 
 NAME = "cross-lingual-patching"
 
@@ -53,6 +54,7 @@ class PatchingConfig(ExperimentConfig):
         "n_demos": at_least(0),
         "n_boot": at_least(1),
     }
+    needs_next_token: ClassVar[str | None] = "patching of next-token outputs"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -140,15 +142,57 @@ def _share(flags: torch.Tensor, n_boot: int, seed: int) -> tuple[float, float, f
     return float(mean), float(lo), float(hi)
 
 
-@register(NAME, PatchingConfig, "cross-lingual subject patching: the layer profile of flips")
+def _patch_layers(config: PatchingConfig, n_blocks: int) -> list[int]:
+    layers = list(range(n_blocks)) if config.layers is None else sorted(config.layers)
+    if max(layers) >= n_blocks:
+        raise PolylensError(f"patch layers must be in 0..{n_blocks - 1}")
+    return layers
+
+
+def workload(config: PatchingConfig, model: LoadedModel) -> Workload:
+    """Per variant, every case scored plain and patched at every layer; the controls at the
+    peak layer (not known before the run: the deepest layer's share of the body is counted).
+    Exact; the subject states are held in memory, nothing is stored."""
+    cases, control_cases = build_cases(config)
+    layers = _patch_layers(config, model.n_blocks)
+    kw = dict(batch_size=config.batch_size)
+    parts = [
+        swap_workload(model, cases, layers, name=f"swap ({v})", variant=v, **kw)
+        for v in config.variants
+    ]
+    headline = config.variants[0]
+    controls = {
+        "control: self-patch": [_self_case(c) for c in cases],
+        "control: other relation": control_cases,
+    }
+    for name, chosen in controls.items():
+        parts.append(swap_workload(model, chosen, [max(layers)], name=name, variant=headline, **kw))
+    return Workload(
+        tuple(p for part in parts for p in part.passes), held=max(p.held for p in parts)
+    )
+
+
+def _self_case(c: SwapCase) -> SwapCase:
+    """The case that patches the target prompt with its own subject state."""
+    return SwapCase(
+        *(c.relation, c.target_fact, c.target_lang, c.target_prompt, c.target_subject),
+        *(c.target_fact, c.target_lang, c.target_prompt, c.target_subject),
+        *(c.source_answer, c.target_answer),
+    )
+
+
+@register(
+    NAME,
+    PatchingConfig,
+    "cross-lingual subject patching: the layer profile of flips",
+    workload=workload,
+)
 def run(config: PatchingConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     cases, control_cases = build_cases(config)
-    model = load_model(config.model, device=config.device)
-    layers = list(range(model.n_blocks)) if config.layers is None else sorted(config.layers)
-    if max(layers) >= model.n_blocks:
-        raise PolylensError(f"patch layers must be in 0..{model.n_blocks - 1}")
+    model = config.load_model()
+    layers = _patch_layers(config, model.n_blocks)
     out = ResultDir(NAME, config)
     langs = config.langs
     pairs = [(a, b) for a in langs for b in langs]
@@ -219,14 +263,7 @@ def _controls(out, model, config, cases, control_cases, layers, headline) -> lis
     eligible = scores.base_margin < 0
     rows = []
     # 1) patching every target prompt into itself changes nothing
-    selves = [
-        SwapCase(
-            *(c.relation, c.target_fact, c.target_lang, c.target_prompt, c.target_subject),
-            *(c.target_fact, c.target_lang, c.target_prompt, c.target_subject),
-            *(c.source_answer, c.target_answer),
-        )
-        for c in cases
-    ]
+    selves = [_self_case(c) for c in cases]
     own = swap_scores(model, selves, [layer], variant=variant, batch_size=config.batch_size)
     change = float((own.margin[:, 0] - own.base_margin).abs().max())
     rows.append(

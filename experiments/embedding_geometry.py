@@ -19,7 +19,8 @@ from interp import plots
 from interp.analysis import embeddings as emb
 from interp.data import load
 from interp.model.architectures import get_submodule
-from interp.model.models import load_model
+from interp.model.footprint import Workload, held_vectors
+from interp.model.models import LoadedModel
 
 NAME = "embedding-geometry"
 
@@ -48,11 +49,28 @@ class EmbeddingConfig(ExperimentConfig):
     }
 
 
-@register(NAME, EmbeddingConfig, "token-embedding geometry by script")
+def workload(config: EmbeddingConfig, model: LoadedModel) -> Workload:
+    """No forward pass: the analyses read the embedding (and unembedding) tables. Held: the
+    neighbour search's unit queries, one chunk of unit rows and their similarities, or the
+    script classifier's rows (standardised copies), whichever is larger."""
+    scripts = emb.token_scripts(model.tokenizer)
+    counts = emb.script_counts(scripts)
+    kept = [s for s, n in counts.items() if n >= config.min_tokens and s not in emb.NO_SCRIPT]
+    words = emb.single_token_words(model.tokenizer, load("words", config.langs))
+    n_words = len({t for forms in words.values() for t in forms.values()})
+    queries = max(sum(min(config.neighbour_queries, counts[s]) for s in kept), n_words)
+    chunk = min(config.chunk, len(scripts))
+    similarities = 2 * 4 * queries * (chunk + config.neighbours)  # with the running top-k
+    search = queries + chunk + held_vectors(similarities, model.d_model)
+    probe = 2 * sum(min(config.probe_tokens, counts[s]) for s in kept)
+    return Workload((), held=max(search, probe))
+
+
+@register(NAME, EmbeddingConfig, "token-embedding geometry by script", workload=workload)
 def run(config: EmbeddingConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     out = ResultDir(NAME, config)
     scripts = emb.token_scripts(model.tokenizer)
     counts = emb.script_counts(scripts)
@@ -72,7 +90,8 @@ def run(config: EmbeddingConfig) -> Path:
         ),
     )
     embed = get_submodule(model.hf, model.adapter.embed).weight.detach()
-    unembed = model.unembed.weight.detach()
+    # An encoder loads without a vocabulary head: its input embedding is the one table.
+    unembed = model.unembed.weight.detach() if model.causal else embed
     tables = {"embedding": embed}
     tied = unembed.data_ptr() == embed.data_ptr()
     if not tied:
@@ -178,7 +197,7 @@ def run(config: EmbeddingConfig) -> Path:
     metrics = {
         "model": config.model,
         "vocab_size": len(scripts),
-        "tied_embeddings": tied,
+        "tied_embeddings": tied if model.causal else None,  # an encoder loads no head
         "tokens_per_script": counts,
         **results,
         "translation_hit_rate_per_language": per_lang,

@@ -33,13 +33,21 @@ from interp.analysis.consistency import (
     rank_consistency,
 )
 from interp.analysis.fact_files import LAYOUTS, fact_file, facts_layout, read_facts_dir
-from interp.analysis.factual import continuation, generation_correct, prior_correct, rank_candidates
+from interp.analysis.factual import (
+    candidate_passes,
+    continuation,
+    generation_correct,
+    prior_correct,
+    prior_inputs,
+    rank_candidates,
+)
 from interp.analysis.factual_data import bundled_facts, country_languages, with_demonstrations
 from interp.analysis.factual_lens import SET_NAMES, language_transition, takeover_layer
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
 from interp.metrics import bootstrap_mean
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass, held_vectors
+from interp.model.models import LoadedModel
 
 NAME = "factual-consistency"
 SCORERS = ("generation", "rank", "counterfactual")
@@ -84,6 +92,7 @@ class FactualConfig(ExperimentConfig):
         "bootstrap": at_least(1),
         "memory_budget_mb": above(0),
     }
+    needs_next_token: ClassVar[str | None] = "factual candidate scoring"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,12 +171,46 @@ def _draw_ids(facts, n: int, seed: int) -> set[str]:
     return keep
 
 
-@register(NAME, FactualConfig, "factual recall per language, consistency, language of inquiry")
+def workload(config: FactualConfig, model: LoadedModel) -> Workload:
+    """Candidate ranking, greedy answers, the prior control and the lens transition.
+
+    Upper bound: generation stops early when every prompt of a batch ends (the model's end of
+    sequence); each answer is counted at ``max_new_tokens``. The rest is exact.
+    """
+    facts = load_facts(config)[0]
+    prompts = [f.prompt for f in facts]
+    conts = [[continuation(f.prompt, c, f.lang) for c in f.candidates] for f in facts]
+    budget = dict(batch_size=config.batch_size, memory_budget_mb=config.memory_budget_mb)
+    neutral, langs, by_lang = prior_inputs(model, facts)
+    passes = [
+        *candidate_passes(model, "rank", prompts, conts, **budget),
+        forward_pass(
+            model, "generation", prompts, batch_size=config.batch_size, logits="last",
+            new_tokens=config.max_new_tokens,
+        ),
+        *candidate_passes(
+            model, "prior control", neutral, [by_lang[x] for x in langs],
+            batch_size=config.batch_size,
+        ),
+    ]  # fmt: skip
+    held = held_vectors(config.memory_budget_mb * 2**20, model.d_model)
+    if config.transition:
+        passes.append(forward_pass(model, "lens transition", prompts, batch_size=config.batch_size))
+        held += len(prompts) * model.n_layers
+    return Workload(tuple(passes), held=held)
+
+
+@register(
+    NAME,
+    FactualConfig,
+    "factual recall per language, consistency, language of inquiry",
+    workload=workload,
+)
 def run(config: FactualConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     facts, source, fact_language = load_facts(config)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     _check_lengths(model, config, facts)
     out = ResultDir(NAME, config)
     langs = config.langs

@@ -76,6 +76,9 @@ def describe(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
         return f"a list of {describe(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    if typing.get_origin(tp) is dict:
+        key, value = typing.get_args(tp)
+        return f"a mapping of {describe(key)} to {describe(value)}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     if tp in names:
         return names[tp]
@@ -102,6 +105,17 @@ def convert(value: Any, tp: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _Invalid
         return [convert(v, typing.get_args(tp)[0]) for v in value]
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise _Invalid
+        key_tp, value_tp = typing.get_args(tp)
+        # YAML reads a GPU index (`0: 20GiB`) as an int key: a key is kept as its text.
+        return {
+            convert(str(k) if key_tp is str and isinstance(k, int) else k, key_tp): convert(
+                v, value_tp
+            )
+            for k, v in value.items()
+        }
     # bool is an int in Python; `n_words: true` is still a mistake.
     if tp is bool and isinstance(value, bool):
         return value

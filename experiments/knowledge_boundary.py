@@ -28,14 +28,17 @@ from interp import plots
 from interp.analysis.geometry import centroid_pca, language_centroids, language_offset_r2
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass
+from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 from probes.align import aligned_transfer, transfer_matrix
 from probes.artifact import save_probe
-from probes.boundary import balanced_items, boundary_features
+from probes.boundary import balanced_items, boundary_features, language_records
 from probes.controls import selectivity_peak
 from probes.curves import curve_peaks, known_rates, probe_curves
 from probes.evaluate import balanced_accuracy
+from probes.features import question_spans
+from probes.labels import LABEL_BATCH_SIZE, LABEL_NEW_TOKENS, label_prompts
 from probes.linear import fit_logistic
 
 NAME = "knowledge-boundary"
@@ -50,8 +53,9 @@ class BoundaryConfig(ExperimentConfig):
     labels: Literal["construction", "model"] = "model"
     """model (the model's own answer decides) or construction (answerable = known; separable by
     question form alone)."""
-    position: Literal["last", "mean"] = "last"
-    """last (the question's last token) or mean (over its tokens)."""
+    position: Literal["last", "mean"] | None = None
+    """last (the question's last token) or mean (over its tokens); null: last, and mean for an
+    encoder."""
     chat: bool = False
     """Wrap questions in the model's chat template."""
     folds: int = 5
@@ -71,17 +75,63 @@ class BoundaryConfig(ExperimentConfig):
         "control_shuffles": at_least(1),
     }
 
+    def check_model(self, model: LoadedModel) -> None:
+        """Model labels are the model's own answers: an encoder, which generates none, refuses."""
+        if self.labels == "model":
+            model.require_next_token(
+                "knowledge-boundary's labels: model (its own answers)",
+                remedy="set labels: construction",
+            )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n_per_class < self.folds:
             raise PolylensError("n_per_class must be at least the number of folds")
 
 
-@register(NAME, BoundaryConfig, "per-layer known/unknown probes, transfer and alignment")
+def workload(config: BoundaryConfig, model: LoadedModel) -> Workload:
+    """Per language, every layer at the questions' positions (store-cached); with ``model``
+    labels, the model's greedy answers to the answerable questions' clozes.
+
+    Upper bound with ``model`` labels: an answer stops at its first newline, and is counted at
+    ``LABEL_NEW_TOKENS``. Exact otherwise (for a cold store).
+    """
+    position = config.position or model.default_positions
+    ids = balanced_items(config.n_per_class, config.seed)
+    passes, held, loaded = [], 0, 0
+    for lang in config.langs:
+        records = language_records(lang, ids)
+        prompts, spans = question_spans(model, [r.question for r in records], chat=config.chat)
+        rows = [1 if position == "last" else b - a for a, b in spans]
+        passes.append(
+            forward_pass(
+                model, f"question residuals: {lang}", prompts, batch_size=config.batch_size,
+                stored=tuple(r * model.n_layers for r in rows),
+            )
+        )  # fmt: skip
+        held += len(prompts) * model.n_layers
+        loaded = max(loaded, sum(rows) * model.n_layers)  # one language's rows, read back
+        if config.labels == "model":
+            passes.append(
+                forward_pass(
+                    model, f"labels (the model's answers): {lang}", label_prompts(records)[2],
+                    batch_size=LABEL_BATCH_SIZE, logits="last", new_tokens=LABEL_NEW_TOKENS,
+                )
+            )  # fmt: skip
+    return Workload(tuple(passes), held=held + loaded)
+
+
+@register(
+    NAME,
+    BoundaryConfig,
+    "per-layer known/unknown probes, transfer and alignment",
+    workload=workload,
+)
 def run(config: BoundaryConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
+    position = config.position or model.default_positions
     store = ActivationStore(config.store)
     ids = balanced_items(config.n_per_class, config.seed)
     boundary = boundary_features(
@@ -89,7 +139,7 @@ def run(config: BoundaryConfig) -> Path:
         config.langs,
         ids,
         labels=config.labels,
-        position=config.position,
+        position=position,
         chat=config.chat,
         batch_size=config.batch_size,
         store=store,
@@ -256,7 +306,7 @@ def run(config: BoundaryConfig) -> Path:
                 "layers": [best],
                 "languages": [lang],
                 "labels": config.labels,
-                "position": config.position,
+                "position": position,
                 "C": config.C,
                 "dataset": "boundary",
                 "dataset_sha256": dataset_sha256("boundary"),
@@ -296,7 +346,7 @@ def run(config: BoundaryConfig) -> Path:
     metrics = {
         "model": config.model,
         "labels": config.labels,
-        "position": config.position,
+        "position": position,
         "n_items_per_language": len(ids),
         "best_layer": best,
         "best_layer_relative_depth": best / model.n_blocks,

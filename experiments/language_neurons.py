@@ -22,10 +22,16 @@ from interp import plots
 from interp.analysis import neurons as nrn
 from interp.data import load
 from interp.data.loader import dataset_sha256
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass, held_vectors
+from interp.model.models import LoadedModel
+from interp.model.sites import parse_sites, site_width
 
 NAME = "language-neurons"
 _RATE = Range(0, 1, lo_open=True, hi_open=True)
+_ENCODER_NO_ABLATION = (
+    "The causal check (next-token loss with a language's neurons zeroed) is skipped: an encoder "
+    "predicts no next token."
+)
 
 
 @dataclass
@@ -60,14 +66,51 @@ def _texts(langs: list[str], split: str, n: int | None) -> dict[str, list[str]]:
     return {lang: [r.text for r in records if r.lang == lang][:n] for lang in langs}
 
 
-@register(NAME, NeuronConfig, "language-specific MLP neurons (LAPE) and their ablation")
+def workload(config: NeuronConfig, model: LoadedModel) -> Workload:
+    """The body over each language's training sentences, every block's MLP activations read
+    (nothing stored); for a causal LM, the next-token loss of the held-out sentences, plain
+    and with each language's neurons zeroed (logits at every position). Exact."""
+    langs = config.langs
+    train = _texts(langs, "train", config.n_train_sentences)
+    passes = [
+        forward_pass(model, "activation probability", lines, batch_size=config.batch_size)
+        for lines in train.values()
+    ]
+    if model.causal:
+        passes += [
+            forward_pass(
+                model, "next-token loss (plain, each language ablated)", lines,
+                batch_size=config.eval_batch_size, logits="all", repeats=len(langs) + 1,
+            )
+            for lines in _texts(langs, "test", config.n_eval_sentences).values()
+        ]  # fmt: skip
+    # One batch's mlp_act values at every block, recorded and stacked (two copies).
+    cells = max(
+        (len(p.lengths[i : i + p.batch_size]) * max(p.lengths[i : i + p.batch_size])
+         for p in passes[: len(train)] for i in range(0, len(p.lengths), p.batch_size)),
+        default=0,
+    )  # fmt: skip
+    width = site_width(model, parse_sites(model, "mlp_act.0")[0])
+    value = next(model.hf.parameters()).element_size()
+    return Workload(
+        tuple(passes),
+        held=held_vectors(2 * model.n_blocks * cells * width * value, model.d_model),
+    )
+
+
+@register(
+    NAME,
+    NeuronConfig,
+    "language-specific MLP neurons (LAPE) and their ablation",
+    workload=workload,
+)
 def run(config: NeuronConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     langs = config.langs
     train = _texts(langs, "train", config.n_train_sentences)
     held_out = _texts(langs, "test", config.n_eval_sentences)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     out = ResultDir(NAME, config)
     probs, tokens = nrn.activation_probability(model, train, batch_size=config.batch_size)
     mask = nrn.select_language_neurons(
@@ -137,6 +180,30 @@ def run(config: NeuronConfig) -> Path:
         ),
     )
 
+    if model.causal:
+        ablation = _ablation(out, model, mask, langs, held_out, config)
+    else:
+        ablation = {"ablation": None}
+        out.notes.append(_ENCODER_NO_ABLATION)
+    metrics = {
+        "model": config.model,
+        "data": f"parallel (sha256 {dataset_sha256('parallel')[:12]})",
+        "train_sentences": {lang: len(v) for lang, v in train.items()},
+        "train_tokens": tokens,
+        "eval_sentences": {lang: len(v) for lang, v in held_out.items()},
+        "n_neurons": int(probs.shape[0] * probs.shape[1]),
+        "n_selected": len(selected),
+        "neurons_per_language": {lang: int(mask[i].sum()) for i, lang in enumerate(langs)},
+        "neurons_per_block": [int(mask.any(0)[b].sum()) for b in layers],
+        **ablation,
+    }
+    out.metrics(metrics)
+    out.report("Language-specific neurons", __doc__.split("\n\n")[1], metrics)
+    return out.commit()
+
+
+def _ablation(out: ResultDir, model, mask, langs, held_out, config: NeuronConfig) -> dict:
+    """The causal check: next-token loss with each language's neurons zeroed; its metrics."""
     baseline, loss = nrn.ablation_matrix(
         model, mask, langs, held_out, batch_size=config.eval_batch_size
     )
@@ -179,16 +246,7 @@ def run(config: NeuronConfig) -> Path:
         for i, lang in enumerate(langs)
         if has[i] and int(delta[i].argmax()) == i  # the own text is hurt most
     ]
-    metrics = {
-        "model": config.model,
-        "data": f"parallel (sha256 {dataset_sha256('parallel')[:12]})",
-        "train_sentences": {lang: len(v) for lang, v in train.items()},
-        "train_tokens": tokens,
-        "eval_sentences": {lang: len(v) for lang, v in held_out.items()},
-        "n_neurons": int(probs.shape[0] * probs.shape[1]),
-        "n_selected": len(selected),
-        "neurons_per_language": {lang: int(mask[i].sum()) for i, lang in enumerate(langs)},
-        "neurons_per_block": [int(mask.any(0)[b].sum()) for b in layers],
+    return {
         "ablation_diagonal_increase": float(delta[eye & rows_with].mean()) if has.any() else None,
         "ablation_off_diagonal_increase": float(delta[~eye & rows_with].mean())
         if has.any()
@@ -197,6 +255,3 @@ def run(config: NeuronConfig) -> Path:
         "baseline_loss": {lang: float(baseline[i]) for i, lang in enumerate(langs)},
         "loss_increase_diagonal": {lang: float(delta[i, i]) for i, lang in enumerate(langs)},
     }
-    out.metrics(metrics)
-    out.report("Language-specific neurons", __doc__.split("\n\n")[1], metrics)
-    return out.commit()

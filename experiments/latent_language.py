@@ -18,14 +18,25 @@ import torch
 
 from experiments import register
 from experiments.base import ResultDir, seed_everything
-from experiments.translation_task import TaskRun, TranslationConfig, choices, run_task
+from experiments.translation_task import (
+    TaskRun,
+    TranslationConfig,
+    choices,
+    run_task,
+    task_workload,
+)
 from interp import plots
 from interp.metrics import bootstrap_mean, curve_peak
 
 NAME = "latent-language"
 
 
-@register(NAME, TranslationConfig, "layer-wise language of few-shot word translation")
+@register(
+    NAME,
+    TranslationConfig,
+    "layer-wise language of few-shot word translation",
+    workload=task_workload,
+)
 def run(config: TranslationConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)

@@ -25,7 +25,7 @@ from experiments.base import ExperimentConfig, ResultDir, seed_everything
 from experiments.fields import Range, at_least
 from interp import plots
 from interp.analysis.consistency import grouped_accuracy, overlap_consistency, pair_summary
-from interp.analysis.factual import continuation, rank_candidates
+from interp.analysis.factual import candidate_passes, continuation, rank_candidates
 from interp.analysis.factual_data import bundled_facts, with_demonstrations
 from interp.analysis.shortcut import (
     candidate_tails,
@@ -33,6 +33,7 @@ from interp.analysis.shortcut import (
     fit_least_squares,
     gold_first,
     identity_map,
+    jacobian_passes,
     mean_jacobian,
     shortcut_candidate_logprobs,
     shortcut_edits,
@@ -42,7 +43,8 @@ from interp.data.loader import split_of
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import intervene
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass
+from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 
 NAME = "linear-shortcut"
@@ -89,6 +91,7 @@ class ShortcutConfig(ExperimentConfig):
         "n_verify": at_least(0),
         "n_boot": at_least(1),
     }
+    needs_next_token: ClassVar[str | None] = "the linear shortcut"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -137,12 +140,54 @@ def _check_layers(config: ShortcutConfig, n_blocks: int) -> list[int]:
     return sorted({*layers, *config.jacobian_layers, n_blocks})
 
 
-@register(NAME, ShortcutConfig, "final-layer linear shortcut: accuracy and consistency per layer")
+def _jacobian_prompts(config: ShortcutConfig, train) -> list[str]:
+    """The training prompts the mean Jacobian averages over, drawn with the seed."""
+    prompts = [f.prompt for f in train]
+    random.Random(f"{config.seed}:jacobian").shuffle(prompts)
+    return prompts[: config.jacobian_prompts]
+
+
+def workload(config: ShortcutConfig, model: LoadedModel) -> Workload:
+    """Residuals of the train and test prompts (store-cached), candidate ranking of the test
+    facts, the mean Jacobians, and the control's ranking under the edit; every shortcut is
+    scored from cached states (one unembedding, no forward pass). Exact for a cold store."""
+    train, test = _facts(config)
+    layers = _check_layers(config, model.n_blocks)
+    passes = [
+        forward_pass(
+            model, f"{split} residuals", [f.prompt for f in facts],
+            batch_size=config.batch_size, stored=len(layers),
+        )
+        for split, facts in (("train", train), ("test", test))
+    ]  # fmt: skip
+
+    def ranking(name: str, facts) -> tuple:
+        conts = [[continuation(f.prompt, c, f.lang) for c in f.candidates] for f in facts]
+        prompts = [f.prompt for f in facts]
+        return candidate_passes(model, name, prompts, conts, batch_size=config.batch_size)
+
+    passes += ranking("rank", test)
+    jac_prompts = _jacobian_prompts(config, train)
+    for layer in config.jacobian_layers:
+        passes += jacobian_passes(model, jac_prompts, layer)
+    n = min(config.n_verify, len(test))
+    if n:
+        passes += ranking("control: rank under the edit", test[:n])
+    jacobians = 4 * model.d_model * len(config.jacobian_layers)  # float64 d x d, two at once
+    return Workload(tuple(passes), held=(len(train) + len(test)) * len(layers) + jacobians)
+
+
+@register(
+    NAME,
+    ShortcutConfig,
+    "final-layer linear shortcut: accuracy and consistency per layer",
+    workload=workload,
+)
 def run(config: ShortcutConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     train, test = _facts(config)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     layers = _check_layers(config, model.n_blocks)
     final = model.n_blocks
     out = ResultDir(NAME, config)
@@ -162,11 +207,9 @@ def run(config: ShortcutConfig) -> Path:
     firsts = first_token_ids(model, conts)
     tails = candidate_tails(model, states["test"][:, -1], firsts, base.logprobs)
     gold = [f.candidates.index(f.answer) for f in test]
-    jac_prompts = [f.prompt for f in train]
-    random.Random(f"{config.seed}:jacobian").shuffle(jac_prompts)
+    jac_prompts = _jacobian_prompts(config, train)
     jac_maps = [
-        mean_jacobian(model, jac_prompts[: config.jacobian_prompts], layer, progress=True)
-        for layer in config.jacobian_layers
+        mean_jacobian(model, jac_prompts, layer, progress=True) for layer in config.jacobian_layers
     ]
     result = sweep_shortcuts(
         model,

@@ -27,7 +27,8 @@ from interp.data import load
 from interp.data.loader import dataset_sha256
 from interp.data.user import read_parallel
 from interp.errors import PolylensError
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass
+from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 
 NAME = "mid-layer-alignment"
@@ -131,12 +132,35 @@ def _summary(curve: torch.Tensor, layers: list[int]) -> dict:
     }
 
 
-@register(NAME, AlignmentConfig, "cross-lingual similarity of parallel sentences per layer")
+def workload(config: AlignmentConfig, model: LoadedModel) -> Workload:
+    """One extraction of every sentence at every layer per pooling (plus mean pooling's one
+    prompt for the shared first residual); the features of all languages are held at once."""
+    sentences, _, _ = _sentences(config)
+    prompts = [s for lang in config.langs for s in sentences[lang]]
+    passes = [
+        forward_pass(
+            model,
+            f"{pooling} features",
+            prompts,
+            batch_size=config.batch_size,
+            stored=model.n_layers,
+        )
+        for pooling in config.poolings
+    ]
+    return Workload(tuple(passes), held=2 * len(prompts) * model.n_layers)
+
+
+@register(
+    NAME,
+    AlignmentConfig,
+    "cross-lingual similarity of parallel sentences per layer",
+    workload=workload,
+)
 def run(config: AlignmentConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     sentences, source, paths = _sentences(config)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     _check_lengths(model, sentences, paths)
     store = ActivationStore(config.store)
     out = ResultDir(NAME, config)
@@ -145,17 +169,19 @@ def run(config: AlignmentConfig) -> Path:
     rows, peak_rows, group_rows, corr_rows, variants = [], [], [], [], {}
     heat_done = False
     for pooling in config.poolings:
-        raw = sim.parallel_features(
+        feats = sim.parallel_activations(
             model, sentences, pooling=pooling, batch_size=config.batch_size, store=store
-        ).to(model.device)
-        plain = sim.pair_metrics(
-            raw, k=config.k, variance=config.variance, max_components=config.svcca_max_components
         )
-        # CKA and SVCCA centre each language's features themselves: centring changes only the
-        # cosine metrics, so only those are computed again.
-        centred = sim.cosine_metrics(sim.center(raw), k=config.k)
-        centred |= {m: plain[m] for m in ("cka", "svcca")}
-        for centring, values in (("raw", plain), ("centred", centred)):
+        # Read from the store a chunk of layers at a time; CKA and SVCCA centre each language's
+        # features themselves, so centring recomputes only the cosine metrics.
+        by_centring = sim.alignment_metrics(
+            feats,
+            k=config.k,
+            variance=config.variance,
+            max_components=config.svcca_max_components,
+            device=model.device,
+        )
+        for centring, values in by_centring.items():
             values = {m: v.cpu() for m, v in values.items()}
             variant = f"{pooling}/{centring}"
             summary: dict = {}

@@ -30,15 +30,20 @@ from interp import plots
 from interp.analysis.direction_effects import (
     cosine_by_layer,
     held_out_effects,
+    held_out_passes,
     orthogonalization_gap,
+    orthogonalization_passes,
     shared_position,
     transfer_grid,
+    transfer_passes,
 )
 from interp.analysis.directions import (
     diff_in_means,
     post_instruction_acts,
     random_direction_kl,
+    random_direction_passes,
     score_candidates,
+    score_candidates_passes,
     select_direction,
     spare_top_dimensions,
     top_dimension_share,
@@ -56,7 +61,8 @@ from interp.analysis.refusal import (
 from interp.data import load
 from interp.data.loader import dataset_sha256, split_of
 from interp.errors import PolylensError
-from interp.model.models import load_model
+from interp.model.footprint import Workload, forward_pass, held_vectors
+from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 
 NAME = "refusal-direction"
@@ -112,6 +118,7 @@ class RefusalConfig(ExperimentConfig):
         "max_new_tokens": at_least(1),
         "spare_top_dims": at_least(0),
     }
+    needs_next_token: ClassVar[str | None] = "the refusal direction"
 
 
 def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, list[str]]]], str]:
@@ -183,12 +190,55 @@ def _check_lengths(model, config: RefusalConfig, splits: dict) -> None:
     )
 
 
-@register(NAME, RefusalConfig, "refusal direction per language: selection, ablation, transfer")
+def workload(config: RefusalConfig, model: LoadedModel) -> Workload:
+    """Per language: training residuals (store-cached), every candidate scored, the random
+    directions' KL, the held-out effects and generations; then the transfer grid and the
+    orthogonalization check. Upper bound: near-zero candidates (layer 0 of most models) are
+    not scored, and generation stops at the end of the turn; both are counted in full."""
+    splits, rows = load_splits(config)[0], dict(rows_per_pass=config.rows_per_pass)
+    n_layers, kinds = model.n_layers, ("harmful", "harmless")
+    passes, tests, residuals, candidates = [], [], 0, 0
+    for lang in config.langs:
+        s, t = splits[lang], make_template(model, lang, config.template)
+        train = [t.wrap(s[kind]["train"]) for kind in kinds]
+        n_post = post_instruction_count(model, [*train[0], *train[1]])
+        passes += [
+            forward_pass(model, f"training residuals ({kind})", prompts,
+                         batch_size=config.batch_size, stored=n_post * n_layers)
+            for kind, prompts in zip(kinds, train)
+        ]  # fmt: skip
+        val = [t.wrap(s[kind]["val"]) for kind in kinds]
+        k = len(range(0, n_layers, config.layer_stride)) * n_post
+        passes += score_candidates_passes(model, "candidates", *val, candidates=k, **rows)
+        passes += random_direction_passes(model, "random directions", val[1], **rows)
+        passes += held_out_passes(
+            model, t, s["harmful"]["test"], s["harmless"]["test"], n_generate=config.n_generate,
+            max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, **rows,
+        )  # fmt: skip
+        tests.append(tuple(t.wrap(s[kind]["test"]) for kind in kinds))
+        # one language's residuals at a time; every language's candidates kept (float64)
+        residuals = max(residuals, (len(train[0]) + len(train[1])) * n_post * n_layers)
+        candidates += 2 * n_post * n_layers
+    passes += transfer_passes(model, len(config.langs), tests, **rows)
+    passes += orthogonalization_passes(model, tests[0][0][:4])
+    held = residuals + candidates
+    if not model.adapter.orthogonalize_refusal:  # the check holds a copy of the weights
+        weights = sum(p.numel() * p.element_size() for p in model.hf.parameters())
+        held += held_vectors(weights, model.d_model)
+    return Workload(tuple(passes), held=held)
+
+
+@register(
+    NAME,
+    RefusalConfig,
+    "refusal direction per language: selection, ablation, transfer",
+    workload=workload,
+)
 def run(config: RefusalConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)
     splits, data_id = load_splits(config)
-    model = load_model(config.model, device=config.device)
+    model = config.load_model()
     _check_lengths(model, config, splits)
     store = ActivationStore(config.store)
     langs = config.langs

@@ -104,6 +104,7 @@ def run_report(
     full: bool = False,
     only: Sequence[str] | None = None,
     model: str | None = None,
+    model_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
     self_contained: bool = False,
 ) -> list[Outcome]:
@@ -113,7 +114,9 @@ def run_report(
     ``not run`` (their earlier results, if any, still appear on the page). ``progress`` gets one
     line per experiment (default: printed at once). The figures of the results share one
     plotly.js, ``<out>/assets/plotly.min.js``; ``self_contained`` gives each result its own copy
-    (a result kept from an earlier run is relinked either way).
+    (a result kept from an earlier run is relinked either way). ``model_options`` sets the
+    model fields of every experiment's config (dtype, device, device_map, max_memory,
+    offload_folder; ``None`` values are "not given").
     """
     progress = progress or functools.partial(print, flush=True)
     out = check_output_dir(out)
@@ -122,7 +125,7 @@ def run_report(
     for name in chosen:
         get_experiment(name)  # an unknown name: one line listing the known ones
         check_result_target(name, out)
-    overrides = {"out": str(out), "model": model}
+    overrides = {"out": str(out), "model": model, **(model_options or {})}
     outcomes = {n: Outcome(n, "not run") for n in names}
     for i, name in enumerate(chosen, 1):
         tag = f"[{i}/{len(chosen)}] {name}"

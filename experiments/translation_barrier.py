@@ -23,7 +23,13 @@ from torch import Tensor
 from experiments import register
 from experiments.base import ResultDir, seed_everything
 from experiments.fields import Range
-from experiments.translation_task import TaskRun, TranslationConfig, choices, run_task
+from experiments.translation_task import (
+    TaskRun,
+    TranslationConfig,
+    choices,
+    run_task,
+    task_workload,
+)
 from interp import plots
 from interp.data import LANGUAGES
 from interp.metrics import rates as metrics_rates
@@ -72,7 +78,12 @@ def rates(outcomes: list[str]) -> dict[str, float]:
     return metrics_rates(outcomes, OUTCOMES)
 
 
-@register(NAME, BarrierConfig, "correct / translation failure / task-solving failure per pair")
+@register(
+    NAME,
+    BarrierConfig,
+    "correct / translation failure / task-solving failure per pair",
+    workload=task_workload,
+)
 def run(config: BarrierConfig) -> Path:
     """Run the experiment; returns the result directory."""
     seed_everything(config.seed)

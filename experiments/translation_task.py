@@ -40,7 +40,8 @@ from interp.data.user import read_word_lists
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.lens import LensOutput, apply_lens, first_tokens
-from interp.model.models import LoadedModel, load_model
+from interp.model.footprint import Workload, forward_pass, held_vectors
+from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class TranslationConfig(ExperimentConfig):
         "memory_budget_mb": above(0),
         "bootstrap": at_least(1),
     }
+    needs_next_token: ClassVar[str | None] = "the logit lens"
 
 
 @dataclass(frozen=True)
@@ -289,16 +291,53 @@ def build_items(
     return items, token_sets, skipped, dropped
 
 
-def run_task(config: TranslationConfig) -> TaskRun:
-    """Build the prompts, extract every layer at the last token (store-cached), apply the lens."""
-    records, words_source = task_words(config)  # the user's files are checked before the model
-    model = load_model(config.model, device=config.device)
-    items, token_sets, skipped, dropped = build_items(config, model.tokenizer, records)
+def usable_items(
+    config: TranslationConfig, tokenizer, records: list[Word], words_source: str
+) -> tuple[list[Item], dict, list, dict]:
+    """``build_items``, refused in one line when no pair has a test word."""
+    items, token_sets, skipped, dropped = build_items(config, tokenizer, records)
     if not any(not it.control_only for it in items):
         raise PolylensError(
             f"no language pair has enough usable words in {words_source} (each pair needs "
             f"n_demos + 1 = {config.n_demos + 1} words); add languages or words, or lower n_demos"
         )
+    return items, token_sets, skipped, dropped
+
+
+def task_workload(config: TranslationConfig, model: LoadedModel) -> Workload:
+    """Every layer at each prompt's last token, stored; the lens decodes the cached residuals.
+
+    Exact for a cold store (a complete store entry is read back, not run). With the tuned lens,
+    its training pass over the bundled parallel text is an upper bound: a cached lens runs none.
+    """
+    records, words_source = task_words(config)
+    items = usable_items(config, model.tokenizer, records, words_source)[0]
+    prompts = [it.prompt for it in items]
+    readout = forward_pass(
+        model, "residuals for the lens", prompts, batch_size=config.batch_size,
+        stored=model.n_layers,
+    )  # fmt: skip
+    passes = [readout]
+    held = len(prompts) * model.n_layers
+    held += held_vectors(config.memory_budget_mb * 2**20, model.d_model)
+    if config.lens == "tuned":
+        from interp.lens.tuned import training_texts
+
+        # training_residuals extracts every position of every text (extract's batch size)
+        train = forward_pass(model, "tuned lens training (unless cached)", training_texts(),
+                             batch_size=16)  # fmt: skip
+        passes.append(train)
+        held += sum(train.lengths) * model.n_layers
+    return Workload(tuple(passes), held=held)
+
+
+def run_task(config: TranslationConfig) -> TaskRun:
+    """Build the prompts, extract every layer at the last token (store-cached), apply the lens."""
+    records, words_source = task_words(config)  # the user's files are checked before the model
+    model = config.load_model()
+    items, token_sets, skipped, dropped = usable_items(
+        config, model.tokenizer, records, words_source
+    )
     acts = extract(
         model,
         [it.prompt for it in items],

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from interp.errors import PolylensError
 from interp.model.backends import get_backend
-from interp.model.batching import pad_batch
 from interp.model.dtypes import DTYPES
 from interp.model.models import LoadedModel
 from interp.model.positions import BatchSelector, Positions, PositionsLike
@@ -132,13 +131,14 @@ def plan_extraction(
     *,
     layers: str | int | Sequence[int] = "all",
     sites: str | Sequence[str] | None = None,
-    positions: PositionsLike = "last",
+    positions: PositionsLike | None = None,
     dtype: str = "float32",
     where: Callable[[int], str] = "prompt {}".format,
 ) -> ExtractionPlan:
     """Tokenize and validate a request before any forward pass runs.
 
-    ``where(i)`` names prompt i in an error (e.g. its file and line).
+    ``positions=None`` is the model's default (``last``; ``mean`` for an encoder). ``where(i)``
+    names prompt i in an error (e.g. its file and line).
     """
     prompts = list(prompts)
     if not prompts:
@@ -162,7 +162,7 @@ def plan_extraction(
         prompts,
         token_ids,
         [] if named else resolve_layers(layers, model.n_layers),
-        Positions.parse(positions, len(prompts)),
+        Positions.parse(model.default_positions if positions is None else positions, len(prompts)),
         dtype,
         named,
     )
@@ -203,7 +203,7 @@ def extract_rows(
         chunk = order[start : start + batch_size]
         chunk_rows = [rows[i] for i in chunk]
         ids = [plan.token_ids[r] for r in chunk_rows]
-        batch = pad_batch(ids, model.tokenizer.pad_token_id, device)
+        batch = model.pad_batch(ids)
         select = BatchSelector.build(
             plan.positions.subset(chunk_rows),
             [len(x) for x in ids],
@@ -229,7 +229,7 @@ def extract(
     *,
     layers: str | int | Sequence[int] = "all",
     sites: str | Sequence[str] | None = None,
-    positions: PositionsLike = "last",
+    positions: PositionsLike | None = None,
     backend: str = "hooks",
     batch_size: int = 16,
     dtype: str = "float32",
@@ -247,7 +247,8 @@ def extract(
             ``mlp_out.*``, ``mlp_act.5``, ...), all of one width; needs the hooks backend for
             anything but residual sites.
         positions: ``"last"``, ``"mean"``, ``"all"``, an index, one index per prompt, or one
-            ``(start, end)`` token span per prompt (see ``interp.model.positions``).
+            ``(start, end)`` token span per prompt (see ``interp.model.positions``); by default
+            ``"last"``, and ``"mean"`` over the real tokens for an encoder.
         backend: ``hooks`` (default), ``transformer_lens`` or ``nnsight``.
         batch_size: prompts per forward pass.
         dtype: storage dtype of the result: float32, float16 or bfloat16.

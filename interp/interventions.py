@@ -248,9 +248,10 @@ def directional_ablation(direction: Float[Tensor, " d_model"]) -> dict[str, Edit
 def orthogonalize(model: LoadedModel, direction: Float[Tensor, " d_model"]) -> LoadedModel:
     """A copy of ``model`` whose weights write nothing along ``direction``.
 
-    Embeddings, attention output projections and MLP down projections (weights and biases) are
-    projected; the unembedding is untied first where it shares the embedding's weights. For the
-    families this supports, its logits equal those under ``directional_ablation``.
+    Embeddings, attention output projections and MLP down projections (every expert's, for a
+    mixture of experts; weights and biases) are projected; the unembedding is untied first where
+    it shares the embedding's weights. For the families this supports, its logits equal those
+    under ``directional_ablation``.
     """
     adapter = model.adapter
     if is_offloaded(model.hf):
@@ -275,8 +276,8 @@ def orthogonalize(model: LoadedModel, direction: Float[Tensor, " d_model"]) -> L
     for path in (adapter.embed, *adapter.extra_embeds):
         _project_rows(get_submodule(hf, path).weight, d)
     for block in get_submodule(hf, adapter.blocks):
-        for path in (adapter.attn_write, adapter.mlp_down):
-            _project_writer(get_submodule(block, path), d)
+        for path in adapter.writers:
+            _project_writer(_writer(block, path), d)
     return LoadedModel(hf, model.tokenizer, f"{model.name}+orthogonalized")
 
 
@@ -286,8 +287,20 @@ def _project_rows(weight: Tensor, d: Tensor) -> None:
     weight -= torch.outer(weight @ dd, dd)
 
 
-def _project_writer(module: nn.Module, d: Tensor) -> None:
+def _writer(block: nn.Module, path: str) -> nn.Module | nn.Parameter:
+    """The module, or fused experts' weight, at ``path`` inside a block."""
+    owner, _, name = path.rpartition(".")
+    parent = get_submodule(block, owner) if owner else block
+    weight = getattr(parent, name, None)
+    return weight if isinstance(weight, nn.Parameter) else get_submodule(block, path)
+
+
+def _project_writer(module: nn.Module | nn.Parameter, d: Tensor) -> None:
     """Make a projection into the residual stream write nothing along ``d``, in place."""
+    if isinstance(module, nn.Parameter):  # fused experts [expert, d_model, d_expert]: x W[e]^T
+        dd = d.to(module.device, module.dtype)
+        module -= dd[:, None] * (dd @ module)[:, None, :]
+        return
     dd = d.to(module.weight.device, module.weight.dtype)
     if isinstance(module, nn.Linear):  # weight [d_model, in]: output = x W^T
         module.weight -= torch.outer(dd, dd @ module.weight)

@@ -49,22 +49,27 @@ class BoundaryData:
     control task shuffles labels within these groups, and splits balance them."""
 
 
+def language_records(lang: str, ids: Sequence[str]) -> list[BoundaryQuestion]:
+    """The questions ``ids`` in ``lang``, in the dataset's order."""
+    wanted = set(ids)
+    return [r for r in load("boundary", langs=[lang]) if r.id in wanted]
+
+
 def boundary_features(
     model: LoadedModel,
     langs: Sequence[str],
     ids: Sequence[str],
     *,
     labels: str = "construction",
-    position: str = "last",
+    position: str | None = None,
     chat: bool = False,
     batch_size: int = 16,
     store=None,
 ) -> BoundaryData:
     """Features and labels of the items ``ids`` in each language."""
-    wanted = set(ids)
     features = {}
     for lang in langs:
-        records = [r for r in load("boundary", langs=[lang]) if r.id in wanted]
+        records = language_records(lang, ids)
         x = question_features(
             model,
             [r.question for r in records],
@@ -74,7 +79,7 @@ def boundary_features(
             store=store,
         )
         features[lang] = (x, knowledge_labels(model, records, labels))
-    rows = [r for r in load("boundary", langs=[langs[0]]) if r.id in wanted]
+    rows = language_records(langs[0], ids)
     return BoundaryData(
         features,
         [r.id for r in rows],

@@ -1,14 +1,20 @@
-"""Probe metrics per layer (accuracy, AUROC, calibration error) and stratified k-fold CV."""
+"""Probe metrics per layer (accuracy, AUROC, calibration error) and stratified k-fold CV.
+
+Every layer's probe is its own problem, so ``by_layer_chunks`` runs any of these on stored
+activations a chunk of layers at a time (a set larger than memory is never held whole).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import PolylensError
+from interp.storage.activations import READ_BUDGET, Activations
 from probes.linear import LinearProbe, check_features, fit_logistic
 
 
@@ -123,3 +129,36 @@ def cross_validate(
         out["auroc"].append(auroc(prob, y[test]))
         out["ece"].append(expected_calibration_error(prob, y[test]))
     return {name: torch.stack(values) for name, values in out.items()}
+
+
+Result = TypeVar("Result", Tensor, dict)
+
+
+def by_layer_chunks(
+    analysis: Callable[[Float[Tensor, "layer n d"]], Result],
+    acts: Activations,
+    *,
+    budget: int | None = READ_BUDGET,
+) -> Result:
+    """``analysis`` of ``acts`` a chunk of layers at a time, its results joined along the layers.
+
+    ``analysis`` takes float32 features ``[layer, n, d]`` (one row per item, as
+    ``question_features`` gives them) and returns tensors whose last axis is the layer
+    (``cross_validate``'s ``[fold, layer]``, ``control_task``'s dicts of them), e.g.
+    ``by_layer_chunks(partial(cross_validate, y=y, k=5), acts)``. Chunks read at most ``budget``
+    bytes of activations. Layers fitted in one batch stop together, when the slowest has
+    converged, so results agree with an all-layers fit within the solver's tolerance.
+    """
+    parts = [analysis(x.transpose(0, 1).float()) for _, x in acts.layer_chunks(budget=budget)]
+    return _join(parts)
+
+
+def _join(parts: list) -> Tensor | dict:
+    if isinstance(parts[0], Tensor):
+        return torch.cat(parts, dim=-1)
+    if isinstance(parts[0], dict):
+        return {key: _join([part[key] for part in parts]) for key in parts[0]}
+    raise PolylensError(
+        f"by_layer_chunks joins tensors and dicts of them; the analysis returned "
+        f"{type(parts[0]).__name__}"
+    )

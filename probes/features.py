@@ -42,12 +42,16 @@ def question_features(
     model: LoadedModel,
     questions: Sequence[str],
     *,
-    position: str = "last",
+    position: str | None = None,
     chat: bool = False,
     batch_size: int = 16,
     store=None,
 ) -> Float[Tensor, "layer n d_model"]:
-    """Residuals at every layer at the question's last token, or averaged over its tokens."""
+    """Residuals at every layer at the question's last token, or averaged over its tokens.
+
+    ``position=None`` is the model's default: ``last``, and ``mean`` for an encoder.
+    """
+    position = model.default_positions if position is None else position
     if position not in ("last", "mean"):
         raise PolylensError(f"unknown question position {position!r}; use last or mean")
     prompts, spans = question_spans(model, questions, chat=chat)

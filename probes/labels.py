@@ -49,6 +49,22 @@ def is_correct(continuation: str, answers: Sequence[str]) -> bool:
     return any(a.casefold() in text for a in answers if a)
 
 
+LABEL_NEW_TOKENS = 8
+"""Most tokens of the model's answer under ``model`` labels."""
+LABEL_BATCH_SIZE = 16
+"""Clozes per generation batch under ``model`` labels."""
+
+
+def label_prompts(records: Sequence[BoundaryQuestion]) -> tuple[list[int], list[Fact], list[str]]:
+    """What ``model`` labels ask: the answerable records' indices, their facts, their clozes."""
+    langs = sorted({r.lang for r in records})
+    pool = load("facts", langs=langs)
+    facts = {(f.id, f.lang): f for f in pool}
+    asked = [i for i, r in enumerate(records) if r.answerable]
+    clozes = [facts[(records[i].id.removeprefix("real:"), records[i].lang)] for i in asked]
+    return asked, clozes, [few_shot_cloze(f, pool) for f in clozes]
+
+
 def knowledge_labels(
     model: LoadedModel | None, records: Sequence[BoundaryQuestion], scheme: str = "construction"
 ) -> torch.Tensor:
@@ -60,17 +76,13 @@ def knowledge_labels(
         return labels
     if model is None:
         raise PolylensError("the 'model' label scheme needs the model to test its answers")
-    langs = sorted({r.lang for r in records})
-    pool = load("facts", langs=langs)
-    facts = {(f.id, f.lang): f for f in pool}
-    asked = [i for i, r in enumerate(records) if r.answerable]
-    clozes = [facts[(records[i].id.removeprefix("real:"), records[i].lang)] for i in asked]
+    asked, clozes, prompts = label_prompts(records)
     # Answers are one line: generation stops at the first newline.
     continuations = model.generate(
-        [few_shot_cloze(f, pool) for f in clozes],
-        max_new_tokens=8,
+        prompts,
+        max_new_tokens=LABEL_NEW_TOKENS,
         stop="\n",
-        batch_size=16,
+        batch_size=LABEL_BATCH_SIZE,
         progress=True,
     )
     for i, fact, text in zip(asked, clozes, continuations):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-import experiments.translation_task
+import experiments.base
 import interp.model.models
 from experiments import EXPERIMENTS, _load_all
 from experiments.base import ExperimentConfig, ResultDir
@@ -159,7 +159,7 @@ def test_a_bad_field_is_one_line_exit_2_before_a_model_loads(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(interp.model.models, "load_model", _refuse)
-    monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
+    monkeypatch.setattr(experiments.base, "load_model", _refuse)
     assert main(["run", NAME, "--out", str(tmp_path), *fields]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

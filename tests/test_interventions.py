@@ -1,11 +1,15 @@
 """Unit tier: named sites and edits on tiny random models of every architecture."""
 
+import re
+from dataclasses import replace
+
 import pytest
 import torch
 from tiny import CONFIGS, PROMPTS, tiny_model
 from tolerance import SAME_MATH, assert_close_to_scale, max_relative_error
 
 import interp
+from interp.analysis.neurons import activation_probability
 from interp.interventions import (
     Ablate,
     Add,
@@ -73,21 +77,47 @@ def test_attn_and_mlp_out_add_up_to_the_block(model):
     assert_close_to_scale(pre + attn + mlp, post, SAME_MATH)
 
 
+def mlp_by_hand(block):
+    """The module whose first input is the MLP's input, and the MLP's hidden activation of it."""
+    if hasattr(block, "fc1"):  # XGLM: fc1 -> activation -> fc2 inside the block
+        return block.fc1, lambda h: block.activation_fn(block.fc1(h))
+    mlp = block.mlp
+    if hasattr(mlp, "gate_up_proj"):  # Phi-3, fused: act(gate) * up
+
+        def fused(h):
+            gate, up = mlp.gate_up_proj(h).chunk(2, dim=-1)
+            return mlp.activation_fn(gate) * up
+
+        return mlp, fused
+    if hasattr(mlp, "gate_proj"):  # gated MLP: act(gate(h)) * up(h)
+        return mlp, lambda h: mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h)
+    if hasattr(mlp, "dense_h_to_4h"):  # BLOOM: gelu(dense_h_to_4h(h))
+        return mlp, lambda h: mlp.gelu_impl(mlp.dense_h_to_4h(h))
+    return mlp, lambda h: mlp.act(mlp.c_fc(h))  # GPT-2: act(c_fc(h))
+
+
 def test_mlp_act_is_the_down_projection_input(model):
-    mlp = model.blocks[1].get_submodule("mlp")
+    if model.adapter.mlp_down is None:  # a mixture of experts: refused everywhere, in one line
+        refusal = r"site mlp_act.1: \w+ routes each token .* read mlp_out.1 .* instead"
+        with pytest.raises(interp.PolylensError, match=refusal):
+            with recording(model, "mlp_act.1"):
+                pass
+        with pytest.raises(interp.PolylensError, match=refusal):
+            with intervene(model, {"mlp_act.1": Apply(lambda x: x)}):
+                pass
+        with pytest.raises(interp.PolylensError, match="no one layer of MLP neurons"):
+            activation_probability(model, {"en": PROMPTS[:2], "fr": PROMPTS[2:]})
+        return
+    entry, by_hand_of = mlp_by_hand(model.blocks[1])
     seen = {}
-    handle = mlp.register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0]))
+    handle = entry.register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0]))
     try:
         with recording(model, "mlp_act.1") as rec:
             model.logits(PROMPTS)
     finally:
         handle.remove()
-    h = seen["in"]
     with torch.inference_mode():
-        if hasattr(mlp, "gate_proj"):  # gated MLP: act(gate(h)) * up(h)
-            by_hand = mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h)
-        else:  # GPT-2: act(c_fc(h))
-            by_hand = mlp.act(mlp.c_fc(h))
+        by_hand = by_hand_of(seen["in"])
     assert rec["mlp_act.1"][0].shape[-1] == site_width(model, Site("mlp_act", 1))
     assert_close_to_scale(rec["mlp_act.1"][0], by_hand, SAME_MATH)
 
@@ -156,12 +186,20 @@ def test_add_at_the_last_position_only(llama):
     assert diff[:, :-1].abs().max() == 0
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral", "gpt2"])
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_orthogonalize_equals_hook_ablation(arch):
     model = tiny_model(arch)
     d = unit(model.d_model, seed=2)
     with intervene(model, directional_ablation(d)):
         hooked_logits = model.logits(PROMPTS)
+    refusal = model.adapter.orthogonalize_refusal
+    if refusal:
+        with pytest.raises(interp.PolylensError, match=re.escape(refusal)):
+            orthogonalize(model, d)
+        # The refusal is warranted: projecting the weights anyway (those it has) misses.
+        model.adapter = replace(model.adapter, orthogonalize_refusal=None, extra_embeds=())
+        assert max_relative_error(orthogonalize(model, d).logits(PROMPTS), hooked_logits) > 1e-3
+        return
     ortho = orthogonalize(model, d)
     assert max_relative_error(ortho.logits(PROMPTS), hooked_logits) <= 1e-4
     assert max_relative_error(model.logits(PROMPTS), hooked_logits) > 1e-3  # the original is kept

@@ -1,10 +1,11 @@
 """Unit tier: logit lens, token sets, collisions and the tuned lens on tiny random models."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-from tiny import PROMPTS, tiny_model
+from tiny import CONFIGS, PROMPTS, tiny_model
 from tolerance import SAME_MATH, assert_close_to_scale
 
 import interp
@@ -12,7 +13,7 @@ from interp.lens import apply_lens, collisions, first_tokens
 from interp.lens.tuned import TunedLens, TunedLensConfig, kl_per_layer, train_tuned_lens
 
 
-@pytest.fixture(scope="module", params=["gemma3_text", "llama", "gpt2"])
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
 def model(request):
     return tiny_model(request.param)
 
@@ -52,6 +53,43 @@ def test_softcap_is_applied():
     assert_close_to_scale(lens, by_hand, SAME_MATH)
     assert_close_to_scale(lens[:, -1], model_logprobs(gemma, PROMPTS), SAME_MATH)
     assert (lens - torch.log_softmax(raw, dim=-1)).abs().max() > 10
+
+
+def full_lens(model, acts):
+    """Log-probs of the whole vocabulary at every layer, from the lens."""
+    vocab = model.unembed.weight.shape[0]
+    out = apply_lens(model, acts, top_k=vocab)
+    lens = torch.full((len(PROMPTS), model.n_layers, vocab), -math.inf)
+    return lens.scatter_(2, out.top_ids, out.top_logprobs)
+
+
+def test_logit_scale_is_applied():
+    cohere = tiny_model("cohere")
+    assert cohere.logit_scale == 4.0
+    acts = interp.extract(cohere, PROMPTS, progress=False)
+    lens = full_lens(cohere, acts)
+    with torch.inference_mode():
+        raw = cohere.unembed(cohere.final_norm(acts.tensor.to(cohere.device))).float().cpu()
+    assert_close_to_scale(lens, torch.log_softmax(4.0 * raw, dim=-1), SAME_MATH)
+    assert_close_to_scale(lens[:, -1], model_logprobs(cohere, PROMPTS), SAME_MATH)
+    assert (lens - torch.log_softmax(raw, dim=-1)).abs().max() > 0.1  # unscaled is far off
+
+
+def test_multimodal_gemma3_head_has_no_softcap():
+    gemma = tiny_model("gemma3")
+    # Its text config names a cap, which Gemma3ForConditionalGeneration's head never applies.
+    assert gemma.hf.config.get_text_config().final_logit_softcapping == 30.0
+    assert gemma.softcap is None
+    with torch.no_grad():
+        gemma.final_norm.weight.fill_(399.0)  # logits far past the cap, as in test_softcap
+    acts = interp.extract(gemma, PROMPTS, progress=False)
+    with torch.inference_mode():
+        raw = gemma.unembed(gemma.final_norm(acts.tensor.to(gemma.device))).float().cpu()
+    assert raw.abs().max() > 100
+    assert_close_to_scale(full_lens(gemma, acts)[:, -1], model_logprobs(gemma, PROMPTS), SAME_MATH)
+    # A row naming a soft-cap reads it from the text config of a multimodal model.
+    gemma.adapter = replace(gemma.adapter, softcap_attr="final_logit_softcapping")
+    assert gemma.softcap == 30.0
 
 
 def test_token_sets_and_chunking():

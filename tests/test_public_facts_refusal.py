@@ -15,8 +15,7 @@ import pytest
 from test_user_errors import assert_mistake
 from tiny import save_tiny
 
-import experiments.factual_consistency
-import experiments.refusal_direction
+import experiments.base
 from experiments import run_experiment
 from interp.analysis.fact_files import facts_layout, read_bmlama_dir, read_facts_dir
 from interp.analysis.factual import FactPrompt
@@ -477,8 +476,7 @@ def _refuse(*args, **kwargs):
 
 def test_cli_reports_a_public_file_mistake_before_loading(tmp_path, monkeypatch, capsys):
     """Through ``polylens run``: one ``polylens: error:`` line, exit 2, no model loaded."""
-    for module in (experiments.factual_consistency, experiments.refusal_direction):
-        monkeypatch.setattr(module, "load_model", _refuse)
+    monkeypatch.setattr(experiments.base, "load_model", _refuse)
     root = _write_mlama(tmp_path / "m")
     _line(root / "fr" / "P37.jsonl", 2, '{"sub_uri": "Q902"}')
     config = tmp_path / "f.yaml"

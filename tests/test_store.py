@@ -90,11 +90,12 @@ def test_resume_after_kill(llama, tmp_path, monkeypatch):
 def test_torn_shard_is_recomputed(llama, tmp_path):
     store = ActivationStore(tmp_path, shard_size=6)
     acts = interp.extract(llama, MANY, store=store, progress=False)
+    before = acts.tensor  # read now: a loaded entry reads its shards when asked
     entry = tmp_path / entry_key(acts.meta)
     (entry / "manifest.json").unlink()
     (entry / "shard-00001.safetensors").write_bytes(b"\x00garbage")
     again = interp.extract(llama, MANY, store=store, progress=False)
-    assert_close_to_scale(again.tensor, acts.tensor, SAME_MATH)
+    assert_close_to_scale(again.tensor, before, SAME_MATH)
 
 
 def test_corrupted_shard_detected(llama, tmp_path):
@@ -333,13 +334,14 @@ def _drop_manifest(store, key):
 def test_resume_with_another_shard_size_keeps_every_row(llama, tmp_path):
     small = ActivationStore(tmp_path, shard_size=6)
     first = interp.extract(llama, MANY, store=small, progress=False)
+    before = first.tensor  # read now: the entry's shards are about to be recut
     key = entry_key(first.meta)
     _drop_manifest(small, key)
     # shard-00000 holds rows 0..5; with shard size 16 it would hold 0..15: it must be redone.
     big = ActivationStore(tmp_path, shard_size=16)
     again = interp.extract(llama, MANY, store=big, progress=False)
-    assert again.tensor.shape == first.tensor.shape == (len(MANY), llama.n_layers, llama.d_model)
-    assert_close_to_scale(again.tensor, first.tensor, SAME_MATH)
+    assert again.tensor.shape == before.shape == (len(MANY), llama.n_layers, llama.d_model)
+    assert_close_to_scale(again.tensor, before, SAME_MATH)
     assert big.verify(key) == []
     # The earlier cut's leftover shards are gone; the manifest names exactly the ones on disk.
     names = sorted(p.name for p in (tmp_path / key).glob("shard-*.safetensors"))
@@ -356,6 +358,7 @@ def test_resume_with_another_shard_size_keeps_every_row(llama, tmp_path):
 def test_foreign_shard_in_an_incomplete_entry_is_recomputed(llama, tmp_path):
     store = ActivationStore(tmp_path, shard_size=6)
     en = interp.extract(llama, MANY, store=store, progress=False)
+    before = en.tensor  # read now: its shard 0 is about to be replaced
     fr_prompts = [p + " fr" for p in MANY]
     fr = interp.extract(llama, fr_prompts, store=store, progress=False)
     en_key, fr_key = entry_key(en.meta), entry_key(fr.meta)
@@ -365,7 +368,7 @@ def test_foreign_shard_in_an_incomplete_entry_is_recomputed(llama, tmp_path):
         (tmp_path / en_key / name).write_bytes((tmp_path / fr_key / name).read_bytes())
     again = interp.extract(llama, MANY, store=store, progress=False)
     assert store.verify(en_key) == []
-    assert torch.equal(again.tensor, en.tensor)
+    assert torch.equal(again.tensor, before)
     assert not torch.equal(again.tensor[:6], fr.tensor[:6])
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny import save_tiny
 
-import experiments.translation_task
+import experiments.base
 import interp.model.models
 from experiments import cli
 from experiments.cli import main
@@ -218,7 +218,7 @@ def test_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monkeypat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if early:
         monkeypatch.setattr(interp.model.models, "load_model", _refuse)
-        monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
+        monkeypatch.setattr(experiments.base, "load_model", _refuse)
     argv = builder(tmp_path)
     assert_mistake(argv, message, tmp_path, capsys)
 

@@ -17,10 +17,7 @@ import transformers.utils.logging
 from test_user_errors import assert_mistake
 from tiny import save_tiny
 
-import experiments.factual_consistency
-import experiments.mid_layer_alignment
-import experiments.refusal_direction
-import experiments.translation_task
+import experiments.base
 import interp.model.models
 from experiments.base import read_yaml_mapping
 from interp.analysis.fact_files import read_polylens_tsv_dir
@@ -363,10 +360,7 @@ def test_data_mistake_is_one_line_exit_2(builder, message, early, tmp_path, monk
     if early:
         for module in (
             interp.model.models,
-            experiments.translation_task,
-            experiments.factual_consistency,
-            experiments.mid_layer_alignment,
-            experiments.refusal_direction,
+            experiments.base,
         ):
             monkeypatch.setattr(module, "load_model", _refuse)
     assert_mistake(argv, message.format(t=tmp_path), tmp_path, capsys)

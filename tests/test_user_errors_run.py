@@ -26,7 +26,7 @@ from test_user_errors import _config, _file, _refuse, assert_mistake
 from tiny import save_tiny
 from transformers.utils import logging as hf_logging
 
-import experiments.translation_task
+import experiments.base
 import interp.model.models
 from experiments import cli
 from experiments.cli import main
@@ -206,7 +206,7 @@ def test_run_mistake_is_one_line_exit_2(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     if early:
         monkeypatch.setattr(interp.model.models, "load_model", _refuse)
-        monkeypatch.setattr(experiments.translation_task, "load_model", _refuse)
+        monkeypatch.setattr(experiments.base, "load_model", _refuse)
     argv = builder(SimpleNamespace(tmp=tmp_path, patch=monkeypatch, model=tiny_dir))
     assert_mistake(argv, message.format(tmp=tmp_path), tmp_path, capsys)
 

@@ -17,12 +17,30 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.analysis.edit_scores import plain_logits, plain_logprobs, scores_under_edits, unit_rows
+from interp.analysis.edit_scores import (
+    plain_logits,
+    plain_logprobs,
+    scores_under_edits,
+    stacked_passes,
+    unit_rows,
+)
 from interp.analysis.refusal import RefusalTemplate, judge, refusal_score
 from interp.interventions import Add, directional_ablation, intervene, orthogonalize
 from interp.metrics import auroc
+from interp.model.footprint import Pass, forward_pass
 from interp.model.models import LoadedModel
 from interp.model.sites import layer_site
+
+
+def orthogonalization_passes(model: LoadedModel, prompts: Sequence[str]) -> list[Pass]:
+    """The forward passes ``orthogonalization_gap`` makes (on the copy and under hooks)."""
+    if model.adapter.orthogonalize_refusal:
+        return []
+    return [
+        forward_pass(
+            model, "orthogonalization check", prompts, batch_size=16, logits="last", repeats=2
+        )
+    ]
 
 
 @torch.inference_mode()
@@ -67,6 +85,23 @@ def shared_position(offsets: Sequence[int], n_positions: Sequence[int]) -> int:
     depth = min(n_positions)
     everywhere = [p for p in offsets if p >= -depth]
     return Counter(everywhere).most_common(1)[0][0] if everywhere else -1
+
+
+def transfer_passes(
+    model: LoadedModel,
+    n_directions: int,
+    prompts: Sequence[tuple[Sequence[str], Sequence[str]]],
+    *,
+    rows_per_pass: int = 64,
+) -> list[Pass]:
+    """The forward passes ``transfer_grid`` makes, for ``polylens plan``."""
+    kw = dict(rows_per_pass=rows_per_pass)
+    passes = []
+    for harmful, harmless in prompts:
+        passes += stacked_passes(model, "transfer: plain", [*harmful, *harmless], **kw)
+        passes += stacked_passes(model, "transfer: ablated", harmful, candidates=n_directions, **kw)
+        passes += stacked_passes(model, "transfer: added", harmless, candidates=n_directions, **kw)
+    return passes
 
 
 def transfer_grid(
@@ -115,6 +150,41 @@ def transfer_grid(
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(own[None, :] != 0, drop / own[None, :], np.nan)
     return {"ablation_drop": drop, "ablation_share": share, "addition_gain": gain}
+
+
+def held_out_passes(
+    model: LoadedModel,
+    template: RefusalTemplate,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    n_generate: int = 4,
+    max_new_tokens: int = 24,
+    rows_per_pass: int = 64,
+    batch_size: int = 16,
+) -> list[Pass]:
+    """The forward passes ``held_out_effects`` makes, for ``polylens plan``.
+
+    Generation is counted at ``max_new_tokens`` per answer (an upper bound: it stops at the
+    template's end of turn).
+    """
+    h_prompts, n_prompts = template.wrap(harmful), template.wrap(harmless)
+    both, kw = [*h_prompts, *n_prompts], dict(candidates=1, rows_per_pass=rows_per_pass)
+    passes = [
+        *stacked_passes(model, "test: plain", both),
+        *stacked_passes(model, "test: ablated", both, **kw),
+        *stacked_passes(model, "test: added", n_prompts, **kw),
+    ]
+    g = min(n_generate, len(h_prompts), len(n_prompts))
+    for kind, prompts in (("harmful", h_prompts[:g]), ("harmless", n_prompts[:g])):
+        if g:  # plain and edited: two conditions per kind
+            passes.append(
+                forward_pass(
+                    model, f"test: generation ({kind})", prompts, batch_size=batch_size,
+                    logits="last", new_tokens=max_new_tokens, repeats=2,
+                )
+            )  # fmt: skip
+    return passes
 
 
 @torch.inference_mode()

@@ -29,10 +29,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.analysis.edit_scores import plain_logits, scores_under_edits
+from interp.analysis.edit_scores import plain_logits, scores_under_edits, stacked_passes
 from interp.analysis.refusal import refusal_score
 from interp.errors import PolylensError
 from interp.extract import extract
+from interp.model.footprint import Pass
 from interp.model.models import LoadedModel
 from interp.storage.store import ActivationStore
 
@@ -205,6 +206,40 @@ def score_candidates(
         out.kl[layer, p] = float(kl[j].mean())
         out.induce[layer, p] = float(ind[j].mean())
     return out
+
+
+def score_candidates_passes(
+    model: LoadedModel,
+    name: str,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    *,
+    candidates: int,
+    rows_per_pass: int = 64,
+) -> list[Pass]:
+    """The forward passes ``score_candidates`` makes, for ``polylens plan``.
+
+    ``candidates`` directions are counted; ``score_candidates`` skips near-zero ones, so this
+    is an upper bound.
+    """
+    both, kw = [*harmful, *harmless], dict(candidates=candidates, rows_per_pass=rows_per_pass)
+    return [
+        *stacked_passes(model, f"{name}: plain", both),
+        *stacked_passes(model, f"{name}: ablated", both, **kw),
+        *stacked_passes(model, f"{name}: added", harmless, **kw),
+    ]
+
+
+def random_direction_passes(
+    model: LoadedModel, name: str, prompts: Sequence[str], *, n: int = 4, rows_per_pass: int = 64
+) -> list[Pass]:
+    """The forward passes ``random_direction_kl`` makes, for ``polylens plan``."""
+    return [
+        *stacked_passes(model, f"{name}: plain", prompts),
+        *stacked_passes(
+            model, f"{name}: ablated", prompts, candidates=n, rows_per_pass=rows_per_pass
+        ),
+    ]
 
 
 def random_direction_kl(

@@ -9,6 +9,7 @@ score and the KL to the plain run that ``interp.analysis.directions`` selects a 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,8 +19,10 @@ from tqdm.auto import tqdm
 
 from interp.analysis.refusal import refusal_score
 from interp.interventions import Apply, directional_ablation, intervene
+from interp.lens.logit import finish_logits
 from interp.metrics import kl_divergence
 from interp.model.batching import pad_batch
+from interp.model.footprint import Pass
 from interp.model.models import LoadedModel
 from interp.model.sites import layer_site
 
@@ -84,10 +87,7 @@ def _unembed(
     model: LoadedModel,
     hidden: Float[Tensor, "row d_model"],
 ) -> Float[Tensor, "row vocab"]:
-    logits = model.unembed(hidden).float()
-    if model.softcap:
-        logits = torch.tanh(logits / model.softcap) * model.softcap
-    return logits
+    return finish_logits(model, model.unembed(hidden))
 
 
 _MIN_SHARED_PREFIX = 8
@@ -107,6 +107,42 @@ def shared_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     return count
 
 
+def reused_prefix_length(ids: Sequence[Sequence[int]], reuse_prefix: bool = True) -> int:
+    """Tokens ``stacked_last_logits`` runs once per copy and reuses (0: prompts run whole)."""
+    shared = shared_prefix_length(ids) if reuse_prefix else 0
+    return shared if shared >= _MIN_SHARED_PREFIX else 0
+
+
+def stacked_passes(
+    model: LoadedModel,
+    name: str,
+    prompts: Sequence[str],
+    *,
+    candidates: int = 1,
+    rows_per_pass: int | None = None,
+    reuse_prefix: bool = True,
+) -> list[Pass]:
+    """The forward passes of ``scores_under_edits`` or ``plain_logits``, for ``polylens plan``.
+
+    ``candidates`` stacked copies of ``prompts``, as many per pass as ``rows_per_pass`` allows
+    (``None``: all in one, as ``plain_logits``); with a reused prefix, the prefix runs once per
+    copy and each prompt's own tokens on its keys and values. Logits at the last token.
+    """
+    ids = model.tokenize(list(prompts))
+    n = len(ids)
+    per_pass = candidates if rows_per_pass is None else max(1, rows_per_pass // n)
+    chunks = Counter(min(per_pass, candidates - s) for s in range(0, candidates, per_pass))
+    shared = reused_prefix_length(ids, reuse_prefix)
+    own = tuple(len(x) - shared for x in ids)
+    passes = []
+    for copies, times in sorted(chunks.items(), reverse=True):
+        if shared:
+            prefix = (shared,) * copies
+            passes.append(Pass(f"{name} (shared prefix)", prefix, copies, repeats=times))
+        passes.append(Pass(name, own * copies, copies * n, logits="last", repeats=times))
+    return passes
+
+
 def stacked_last_logits(
     model: LoadedModel,
     ids: Sequence[Sequence[int]],
@@ -123,9 +159,9 @@ def stacked_last_logits(
     alone), for a fraction of the work when the shared prefix is long.
     """
     n = len(ids)
-    shared = shared_prefix_length(ids) if reuse_prefix else 0
+    shared = reused_prefix_length(ids, reuse_prefix)
     pad, device = model.tokenizer.pad_token_id, model.device
-    if shared < _MIN_SHARED_PREFIX:
+    if not shared:
         batch = pad_batch([x for _ in range(copies) for x in ids], pad, device)
         with intervene(model, edits_for(n)):
             return last_logits(model, batch)

@@ -27,6 +27,7 @@ from torch import Tensor
 from interp.data.languages import LANGUAGES
 from interp.errors import PolylensError
 from interp.model.batching import pad_batch
+from interp.model.footprint import Pass
 from interp.model.models import LoadedModel
 
 __all__ = [
@@ -34,9 +35,11 @@ __all__ = [
     "FactPrompt",
     "answer_matches",
     "candidate_logprobs",
+    "candidate_passes",
     "continuation",
     "generation_correct",
     "prior_correct",
+    "prior_inputs",
     "rank_candidates",
 ]
 
@@ -127,22 +130,13 @@ def candidate_logprobs(
     Returns:
         Per prompt, a float32 CPU tensor with one log-prob per candidate, in the order given.
     """
-    if len(prompts) != len(candidates):
-        raise PolylensError(f"got {len(prompts)} prompts but candidates for {len(candidates)}")
+    model.require_next_token("factual candidate scoring")
     if batch_size < 1 or memory_budget_mb <= 0:
         raise PolylensError("candidate scoring needs batch_size >= 1 and memory_budget_mb > 0")
     prompt_ids = model.tokenize(prompts)
-    cand_ids: list[list[list[int]]] = []
-    for p, cands in enumerate(candidates):
-        if not cands:
-            raise PolylensError(f"prompt {p} has no candidates; give at least one")
-        ids = model.tokenizer(list(cands), add_special_tokens=False)["input_ids"]
-        empty = [c for c, t in zip(cands, ids) if not t]
-        if empty:
-            raise PolylensError(f"prompt {p}: candidate {empty[0]!r} has no tokens; drop it")
-        cand_ids.append(ids)
+    cand_ids = _candidate_ids(model, prompts, candidates)
     pad = model.tokenizer.pad_token_id
-    vocab = model.unembed.weight.shape[0]
+    cells = _logit_cells(model, memory_budget_mb)
     out: list[Tensor] = []
     for start in range(0, len(prompts), batch_size):
         rows = list(range(start, min(start + batch_size, len(prompts))))
@@ -156,8 +150,6 @@ def candidate_logprobs(
         scores = first[owner_t, heads]
         # Longest first, so that each chunk holds similar lengths (little padding to decode).
         longer = sorted((k for k, s in enumerate(seqs) if len(s) > 1), key=lambda k: -len(seqs[k]))
-        # logits and log-softmax: two float32 [rows, width, vocab] tensors at once
-        cells = max(1, int(memory_budget_mb * 2**20 // (2 * 4 * vocab)))
         c0 = 0
         while c0 < len(longer):
             width = len(seqs[longer[c0]]) - 1
@@ -173,6 +165,61 @@ def candidate_logprobs(
             out.append(scores[at : at + len(cand_ids[i])].clone())
             at += len(cand_ids[i])
     return out
+
+
+def _candidate_ids(
+    model: LoadedModel, prompts: Sequence[str], candidates: Sequence[Sequence[str]]
+) -> list[list[list[int]]]:
+    """Per prompt, each candidate's token ids (no special tokens); empty ones refused."""
+    if len(prompts) != len(candidates):
+        raise PolylensError(f"got {len(prompts)} prompts but candidates for {len(candidates)}")
+    cand_ids: list[list[list[int]]] = []
+    for p, cands in enumerate(candidates):
+        if not cands:
+            raise PolylensError(f"prompt {p} has no candidates; give at least one")
+        ids = model.tokenizer(list(cands), add_special_tokens=False)["input_ids"]
+        empty = [c for c, t in zip(cands, ids) if not t]
+        if empty:
+            raise PolylensError(f"prompt {p}: candidate {empty[0]!r} has no tokens; drop it")
+        cand_ids.append(ids)
+    return cand_ids
+
+
+def _logit_cells(model: LoadedModel, memory_budget_mb: float) -> int:
+    """Candidate positions decoded at once: logits and log-softmax, two float32 vocab rows each."""
+    return max(1, int(memory_budget_mb * 2**20 // (2 * 4 * model.unembed.weight.shape[0])))
+
+
+def candidate_passes(
+    model: LoadedModel,
+    name: str,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 16,
+    memory_budget_mb: float = 512,
+    repeats: int = 1,
+) -> tuple[Pass, ...]:
+    """The forward passes ``candidate_logprobs`` makes, for ``polylens plan``.
+
+    Every prompt once (logits at its last token), then every candidate's tokens but its last on
+    its prompt's cached keys and values (logits at every position; none for one-token
+    candidates). ``repeats``: how many times the same scoring runs (e.g. once per edit).
+    """
+    prompt_ids = model.tokenize(prompts)
+    cand_ids = _candidate_ids(model, prompts, candidates)
+    tails = []
+    for start in range(0, len(prompts), batch_size):
+        seqs = [ids for cands in cand_ids[start : start + batch_size] for ids in cands]
+        tails += sorted((len(s) - 1 for s in seqs if len(s) > 1), reverse=True)
+    rows = max(1, _logit_cells(model, memory_budget_mb) // max(tails, default=1))
+    lengths = tuple(len(ids) for ids in prompt_ids)
+    passes = [Pass(f"{name}: prompts", lengths, batch_size, logits="last", repeats=repeats)]
+    if tails:
+        passes.append(
+            Pass(f"{name}: answer tokens", tuple(tails), rows, logits="all", repeats=repeats)
+        )
+    return tuple(passes)
 
 
 def _tail_logprobs(
@@ -318,6 +365,19 @@ def generation_correct(
     return texts, torch.tensor(correct, dtype=torch.bool)
 
 
+def prior_inputs(
+    model: LoadedModel, facts: Sequence[FactPrompt]
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """``prior_correct``'s neutral prompts, their languages and each language's candidates."""
+    neutral = "" if model.tokenize([""])[0] else "\n"
+    distinct = sorted({(f.lang, c) for f in facts for c in f.candidates})
+    by_lang: dict[str, list[str]] = {}
+    for lang, c in distinct:
+        by_lang.setdefault(lang, []).append(c)
+    langs = sorted(by_lang)
+    return [neutral] * len(langs), langs, by_lang
+
+
 def prior_correct(
     model: LoadedModel, facts: Sequence[FactPrompt], *, batch_size: int = 16
 ) -> Tensor:
@@ -328,15 +388,8 @@ def prior_correct(
     fact counts as correct when its gold strictly beats its other candidates there. Accuracy
     above this baseline is recall beyond the answers' prior.
     """
-    neutral = "" if model.tokenize([""])[0] else "\n"
-    distinct = sorted({(f.lang, c) for f in facts for c in f.candidates})
-    by_lang: dict[str, list[str]] = {}
-    for lang, c in distinct:
-        by_lang.setdefault(lang, []).append(c)
-    langs = sorted(by_lang)
-    scores = candidate_logprobs(
-        model, [neutral] * len(langs), [by_lang[x] for x in langs], batch_size=batch_size
-    )
+    prompts, langs, by_lang = prior_inputs(model, facts)
+    scores = candidate_logprobs(model, prompts, [by_lang[x] for x in langs], batch_size=batch_size)
     prior = {
         (lang, c): float(s) for lang, lp in zip(langs, scores) for c, s in zip(by_lang[lang], lp)
     }

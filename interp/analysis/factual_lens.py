@@ -74,6 +74,7 @@ def language_transition(
     memory_budget_mb: float = 512,
 ) -> tuple[LensOutput, list[dict[str, list[int]]]]:
     """Logit-lens readout of ``SET_NAMES`` at every layer, at each fact prompt's last token."""
+    model.require_next_token("the logit lens")  # before extracting what it would decode
     acts = extract(
         model,
         [f.prompt for f in facts],

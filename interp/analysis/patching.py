@@ -32,10 +32,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.analysis.factual import candidate_logprobs, continuation
+from interp.analysis.factual import candidate_logprobs, candidate_passes, continuation
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import Edit, ForwardState, intervene
+from interp.model.footprint import Workload, forward_pass
 from interp.model.models import LoadedModel
 from interp.model.sites import layer_site
 
@@ -123,6 +124,30 @@ class PatchPlan:
         return PatchRows([s[:, li] for s in self.states], self.positions)
 
 
+def patch_spans(
+    model: LoadedModel,
+    sources: Sequence[tuple[str, str]],
+    targets: Sequence[tuple[str, str]],
+    variant: Variant,
+) -> tuple[list[tuple[int, int]], list[list[int]]]:
+    """Per pair, the source's token span read and the target's positions (from its end) written."""
+    if len(sources) != len(targets):
+        raise PolylensError(f"got {len(sources)} sources but {len(targets)} targets")
+    if variant not in ("last", "prefix"):
+        raise PolylensError(f"patch variant {variant!r}: use 'last' or 'prefix'")
+    spans, moves = [], []
+    for (sp, ss), (tp, ts) in zip(sources, targets):
+        _, s_end = subject_span(model, sp, ss)
+        _, t_end = subject_span(model, tp, ts)
+        t_len = len(model.tokenize([tp])[0])
+        # BOS (position 0) is the same in every prompt: never counted in a prefix.
+        k = 1 if variant == "last" else min(s_end - 1, t_end - 1)
+        k = max(k, 1)
+        spans.append((s_end - k, s_end))
+        moves.append([t_end - k + j - t_len for j in range(k)])
+    return spans, moves
+
+
 def patch_plan(
     model: LoadedModel,
     sources: Sequence[tuple[str, str]],
@@ -144,24 +169,10 @@ def patch_plan(
             aligned at it; see the module docstring).
         batch_size: prompts per extraction pass.
     """
-    if len(sources) != len(targets):
-        raise PolylensError(f"got {len(sources)} sources but {len(targets)} targets")
-    if variant not in ("last", "prefix"):
-        raise PolylensError(f"patch variant {variant!r}: use 'last' or 'prefix'")
-    spans, wanted, moves = [], [], []
-    for (sp, ss), (tp, ts) in zip(sources, targets):
-        _, s_end = subject_span(model, sp, ss)
-        _, t_end = subject_span(model, tp, ts)
-        t_len = len(model.tokenize([tp])[0])
-        # BOS (position 0) is the same in every prompt: never counted in a prefix.
-        k = 1 if variant == "last" else min(s_end - 1, t_end - 1)
-        k = max(k, 1)
-        spans.append((s_end - k, s_end))
-        moves.append([t_end - k + j - t_len for j in range(k)])
-        wanted.append(sp)
+    spans, moves = patch_spans(model, sources, targets, variant)
     acts = extract(
         model,
-        wanted,
+        [sp for sp, _ in sources],
         layers=list(layers),
         positions=spans,
         batch_size=batch_size,
@@ -232,6 +243,54 @@ class SwapScores:
         return self.margin > 0
 
 
+def _answer_continuations(cases: Sequence[SwapCase]) -> list[list[str]]:
+    """Per case, X's then Y's answer as the candidate scorer continues the target prompt."""
+    return [
+        [
+            continuation(c.target_prompt, a, c.target_lang)
+            for a in (c.source_answer, c.target_answer)
+        ]
+        for c in cases
+    ]
+
+
+def swap_workload(
+    model: LoadedModel,
+    cases: Sequence[SwapCase],
+    layers: Sequence[int],
+    *,
+    name: str,
+    variant: Variant = "last",
+    batch_size: int = 16,
+) -> Workload:
+    """What ``swap_scores`` asks of the model, for ``polylens plan``.
+
+    Both answers scored on the plain targets, the sources' subject states read (the forward
+    stops after the deepest layer; the states are held, not stored), and both answers scored
+    again once per patched layer.
+    """
+    prompts = [c.target_prompt for c in cases]
+    conts = _answer_continuations(cases)
+    spans, _ = patch_spans(
+        model,
+        [(c.source_prompt, c.source_subject) for c in cases],
+        [(c.target_prompt, c.target_subject) for c in cases],
+        variant,
+    )
+    read = forward_pass(
+        model, f"{name}: subject states", [c.source_prompt for c in cases],
+        batch_size=batch_size, depth=max(layers) / model.n_blocks,
+    )  # fmt: skip
+    passes = (
+        *candidate_passes(model, f"{name}: plain", prompts, conts, batch_size=batch_size),
+        read,
+        *candidate_passes(
+            model, f"{name}: patched", prompts, conts, batch_size=batch_size, repeats=len(layers)
+        ),
+    )
+    return Workload(passes, held=sum(b - a for a, b in spans) * len(layers))
+
+
 def swap_scores(
     model: LoadedModel,
     cases: Sequence[SwapCase],
@@ -242,14 +301,9 @@ def swap_scores(
     progress: bool = False,
 ) -> SwapScores:
     """Score X's and Y's answers (candidate scorer) on every case, unpatched and per layer."""
+    model.require_next_token("patching of next-token outputs")
     prompts = [c.target_prompt for c in cases]
-    conts = [
-        [
-            continuation(c.target_prompt, a, c.target_lang)
-            for a in (c.source_answer, c.target_answer)
-        ]
-        for c in cases
-    ]
+    conts = _answer_continuations(cases)
 
     def margins() -> Tensor:
         scores = candidate_logprobs(model, prompts, conts, batch_size=batch_size)

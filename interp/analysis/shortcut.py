@@ -46,6 +46,7 @@ from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import Edit, ForwardState
 from interp.lens.logit import decode_logits
+from interp.model.footprint import Pass
 from interp.model.models import LoadedModel
 from interp.model.sites import hooked, layer_site
 
@@ -181,6 +182,26 @@ def prompt_jacobian(
             rows.append(grad[:, -1].double().cpu())
             h_in = holder["h"][0, -1]
     return torch.cat(rows), h_in.detach().double().cpu(), out[0].detach().double().cpu()
+
+
+def jacobian_passes(
+    model: LoadedModel, prompts: Sequence[str], layer: int, *, chunk_size: int = 128
+) -> tuple[Pass, ...]:
+    """The forward passes ``mean_jacobian`` makes, for ``polylens plan``.
+
+    Per prompt: its prefix once, then ``d_model`` copies of its last token, ``chunk_size`` per
+    pass, each pass followed by a backward pass (about twice a forward's work, not counted);
+    at the final layer, one plain pass per prompt.
+    """
+    lengths = [len(ids) for ids in model.tokenize(prompts)] if prompts else []
+    name = f"jacobian at layer {layer}"
+    if layer == model.n_blocks:
+        return (Pass(f"{name}: final states", tuple(lengths), 1),)
+    rows = (1,) * (model.d_model * len(lengths))
+    return (
+        Pass(f"{name}: prefixes", tuple(n - 1 for n in lengths), 1),
+        Pass(f"{name}: last token per output row (+ backward)", rows, chunk_size),
+    )
 
 
 def mean_jacobian(
@@ -368,6 +389,7 @@ def sweep_shortcuts(
     the prompts' last tokens; ``first_ids``, ``tails`` and ``gold`` describe each test fact's
     candidates (``candidate_tails``). ``jacobian_maps`` (from ``mean_jacobian``) are scored too.
     """
+    model.require_next_token("the linear shortcut")
     maps: dict[tuple[str, int], AffineMap] = {}
     for li, layer in enumerate(layers):
         maps[("least_squares", layer)] = fit_least_squares(

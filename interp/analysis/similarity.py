@@ -8,7 +8,9 @@ Features are parallel: ``x[lang, layer, item]`` is sentence ``item`` in language
 same sentence in every language. Every metric is a ``[layer, lang, lang]`` tensor computed for
 all ordered pairs and layers at once, by batched matrix products on the features' device (layers
 are chunked only to bound memory); entry ``[l, a, b]`` reads "queries in ``a``, candidates in
-``b``" where the metric has a direction.
+``b``" where the metric has a direction. Every metric is per layer, so ``alignment_metrics``
+reads stored features (``parallel_activations``) a chunk of layers at a time: a set larger than
+memory gives the same numbers as one held whole.
 
 - ``cos_gap``: mean cosine of aligned pairs minus mean cosine of all non-aligned pairs.
 - ``p1_cos`` / ``p1_margin``: retrieval accuracy (P@1) of the translation of each sentence among
@@ -39,7 +41,8 @@ keeps ``k`` well below ``n`` so that SVCCA separates related from unrelated repr
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -48,10 +51,13 @@ from torch import Tensor
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.model.models import LoadedModel
+from interp.storage.activations import READ_BUDGET, Activations
 from interp.storage.store import ActivationStore
 
 __all__ = [
     "METRICS",
+    "ParallelActivations",
+    "alignment_metrics",
     "center",
     "centred_gram",
     "cka",
@@ -59,6 +65,7 @@ __all__ = [
     "cosine_gap",
     "cosine_metrics",
     "pair_metrics",
+    "parallel_activations",
     "parallel_features",
     "retrieval",
     "svcca",
@@ -363,6 +370,88 @@ def _bos_ids(model: LoadedModel) -> set[int]:
     return set(model.tokenizer.all_special_ids)
 
 
+@dataclass(frozen=True)
+class ParallelActivations:
+    """Pooled residuals of parallel sentences, read a chunk of layers at a time.
+
+    ``acts`` holds the sentences of every language in turn (one row each); mean pooling that
+    leaves out a leading special token keeps that token's residual ``first`` ``[1, layer,
+    d_model]`` and every sentence's token count ``lengths`` ``[prompt, 1, 1]``, applied per chunk.
+    """
+
+    acts: Activations
+    langs: list[str]
+    first: Float[Tensor, "1 layer d_model"] | None = None
+    lengths: Float[Tensor, "prompt 1 1"] | None = None
+
+    @property
+    def layers(self) -> list[int]:
+        """The model layers of the second axis of ``features()``."""
+        return self.acts.layers
+
+    def chunks(self, *, budget: int | None = READ_BUDGET) -> Iterator[tuple[slice, Features]]:
+        """Features ``[lang, k, item, d_model]`` of ``k`` consecutive layers at a time.
+
+        Each comes with the slice of ``layers`` it holds; a chunk's activations take at most
+        ``budget`` bytes (``None``: every layer in one chunk).
+        """
+        for span, x in self.acts.layer_chunks(budget=budget):
+            if self.first is not None:
+                lengths = self.lengths.to(x.device)
+                x = (x * lengths - self.first[:, span].to(x.device)) / (lengths - 1)
+            yield span, x.reshape(len(self.langs), -1, *x.shape[1:]).transpose(1, 2)
+
+    def features(self) -> Features:
+        """Every layer at once, ``[lang, layer, item, d_model]``."""
+        ((_, x),) = self.chunks(budget=None)
+        return x
+
+
+def parallel_activations(
+    model: LoadedModel,
+    sentences: Mapping[str, Sequence[str]],
+    *,
+    pooling: str,
+    batch_size: int = 16,
+    store: ActivationStore | None = None,
+    progress: bool = False,
+) -> ParallelActivations:
+    """Residuals of parallel sentences at every layer, read from the store a chunk at a time.
+
+    Args:
+        model: the model.
+        sentences: ``{lang: sentences}``, the same number of sentences per language.
+        pooling: ``last`` (the last token) or ``mean`` (over the sentence's tokens, a leading
+            special token such as BOS left out: its residual is the same for every prompt and,
+            in models with attention sinks, orders of magnitude larger than the others, so it
+            would swamp the mean).
+        batch_size: prompts per forward pass.
+        store: activation store (a second run reads its features back; the features of a
+            stored entry are read from disk a chunk of layers at a time).
+        progress: show a progress bar.
+    """
+    if pooling not in ("last", "mean"):
+        raise PolylensError(f"unknown pooling {pooling!r}; use last or mean")
+    langs = list(sentences)
+    counts = {len(v) for v in sentences.values()}
+    if len(counts) != 1:
+        raise PolylensError("parallel sentences need the same number of sentences per language")
+    prompts = [s for lang in langs for s in sentences[lang]]
+    options = dict(layers="all", batch_size=batch_size, store=store, progress=progress)
+    acts = extract(model, prompts, positions=pooling, **options)
+    if pooling == "mean":
+        ids = model.tokenize(prompts)
+        firsts = {row[0] for row in ids}
+        if len(firsts) == 1 and firsts <= _bos_ids(model):
+            lengths = torch.tensor([len(row) for row in ids], dtype=acts.dtype)
+            if int(lengths.min()) < 2:
+                raise PolylensError("a sentence tokenizes to its special token alone")
+            # Position 0 sees only itself: one prompt gives every prompt's first residual.
+            first = extract(model, prompts[:1], positions=0, **options).tensor
+            return ParallelActivations(acts, langs, first, lengths[:, None, None])
+    return ParallelActivations(acts, langs)
+
+
 def parallel_features(
     model: LoadedModel,
     sentences: Mapping[str, Sequence[str]],
@@ -374,35 +463,46 @@ def parallel_features(
 ) -> Features:
     """Residual features of parallel sentences at every layer: ``[lang, layer, item, d_model]``.
 
-    Args:
-        model: the model.
-        sentences: ``{lang: sentences}``, the same number of sentences per language.
-        pooling: ``last`` (the last token) or ``mean`` (over the sentence's tokens, a leading
-            special token such as BOS left out: its residual is the same for every prompt and,
-            in models with attention sinks, orders of magnitude larger than the others, so it
-            would swamp the mean).
-        batch_size: prompts per forward pass.
-        store: activation store (a second run reads its features back).
-        progress: show a progress bar.
+    Every layer at once; ``parallel_activations`` (the same arguments) reads them a chunk of
+    layers at a time, for sets larger than memory.
     """
-    if pooling not in ("last", "mean"):
-        raise PolylensError(f"unknown pooling {pooling!r}; use last or mean")
-    langs = list(sentences)
-    counts = {len(v) for v in sentences.values()}
-    if len(counts) != 1:
-        raise PolylensError("parallel sentences need the same number of sentences per language")
-    prompts = [s for lang in langs for s in sentences[lang]]
-    options = dict(layers="all", batch_size=batch_size, store=store, progress=progress)
-    acts = extract(model, prompts, positions=pooling, **options).tensor
-    if pooling == "mean":
-        ids = model.tokenize(prompts)
-        firsts = {row[0] for row in ids}
-        if len(firsts) == 1 and firsts <= _bos_ids(model):
-            lengths = torch.tensor([len(row) for row in ids], dtype=acts.dtype)
-            if int(lengths.min()) < 2:
-                raise PolylensError("a sentence tokenizes to its special token alone")
-            # Position 0 sees only itself: one prompt gives every prompt's first residual.
-            first = extract(model, prompts[:1], positions=0, **options).tensor
-            lengths = lengths[:, None, None]
-            acts = (acts * lengths - first) / (lengths - 1)
-    return acts.reshape(len(langs), -1, *acts.shape[1:]).transpose(1, 2)
+    return parallel_activations(
+        model, sentences, pooling=pooling, batch_size=batch_size, store=store, progress=progress
+    ).features()
+
+
+def alignment_metrics(
+    features: ParallelActivations,
+    *,
+    k: int = 4,
+    variance: float = 0.99,
+    max_components: int | None = 20,
+    budget: int = _DEFAULT_BUDGET,
+    read_budget: int = READ_BUDGET // 4,
+    device: str | torch.device | None = None,
+) -> dict[str, dict[str, PairValues]]:
+    """Every metric of ``METRICS``, raw and per-language centred, reading a chunk of layers at once.
+
+    ``raw`` is ``pair_metrics`` of the features, ``centred`` the cosine metrics of the centred
+    features beside the raw CKA and SVCCA (which centre by themselves). Only one chunk of
+    ``read_budget`` bytes of activations is read at a time (moved to ``device``), so the set
+    may be larger than memory; the metrics' intermediates (unit vectors, a centred copy, float64
+    Gram inputs) take several times a chunk, hence a quarter of ``READ_BUDGET`` by default. The
+    results, ``[layer, lang, lang]`` each, are on ``device``.
+    """
+    raw: dict[str, list[Tensor]] = {m: [] for m in METRICS}
+    centred: dict[str, list[Tensor]] = {m: [] for m in ("cos_gap", "p1_cos", "p1_margin")}
+    for _, x in features.chunks(budget=read_budget):
+        x = x.to(device) if device is not None else x
+        for m, v in pair_metrics(
+            x, k=k, variance=variance, max_components=max_components, budget=budget
+        ).items():
+            raw[m].append(v)
+        for m, v in cosine_metrics(center(x), k=k, budget=budget).items():
+            centred[m].append(v)
+    plain = {m: torch.cat(v) for m, v in raw.items()}
+    return {
+        "raw": plain,
+        "centred": {m: torch.cat(v) for m, v in centred.items()}
+        | {m: plain[m] for m in ("cka", "svcca")},
+    }

@@ -52,13 +52,23 @@ def decode_logits(
 ) -> Float[Tensor, "row vocab"]:
     """The model's own route from residual vectors to float32 logits.
 
-    Final norm, unembedding, then soft-capping where the architecture has it: at the last layer
+    Final norm, unembedding, then the head's own steps (``finish_logits``): at the last layer
     this is exactly how the model computes its next-token logits.
     """
     unembed, norm = model.unembed, model.final_norm
     # With a device map the norm and the unembedding may compute on different devices.
     h = h.to(execution_device(norm, model.device), unembed.weight.dtype)
-    logits = unembed(norm(h).to(execution_device(unembed, model.device))).float()
+    return finish_logits(model, unembed(norm(h).to(execution_device(unembed, model.device))))
+
+
+def finish_logits(model: LoadedModel, logits: Float[Tensor, "*row vocab"]) -> Tensor:
+    """What the model's head does after its unembedding, in float32.
+
+    Cohere's logit scale, then Gemma 2's final-logit soft-capping, where the architecture has them.
+    """
+    logits = logits.float()
+    if model.logit_scale is not None:
+        logits = logits * model.logit_scale
     if model.softcap:
         logits = torch.tanh(logits / model.softcap) * model.softcap
     return logits
@@ -102,7 +112,8 @@ def apply_lens(
 
     Args:
         model: the model the activations came from.
-        acts: activations with one position per prompt (``acts.tensor``).
+        acts: activations with one position per prompt, read a chunk of layers at a time
+            (``acts.layer_chunks``: a stored set larger than memory is never held whole).
         token_sets: per prompt, named token-id sets whose probability mass to keep.
         top_k: how many top tokens to keep per prompt and layer.
         translators: a ``TunedLens`` for the tuned lens; ``None`` for the logit lens.
@@ -110,13 +121,13 @@ def apply_lens(
         with_entropy: compute the entropy (one more pass over the vocabulary); NaN otherwise.
         progress: show a tqdm bar over layers.
     """
+    model.require_next_token("the logit lens" if translators is None else "the tuned lens")
     if acts.meta.get("model", model.identity) != model.identity:
         raise PolylensError(
             f"activations come from {acts.meta['model']}, not from {model.identity}; "
             "decode them with the model that produced them"
         )
-    x = acts.tensor  # [prompt, layer, d]
-    n_prompts, n_layers, _ = x.shape
+    n_prompts, n_layers = len(acts.prompts), len(acts.layers)
     vocab = model.unembed.weight.shape[0]
     names, index, valid = _set_index(token_sets, n_prompts)
     # logits, log-probs and exp(log-probs): three float32 [rows, vocab] tensors at once.
@@ -125,10 +136,14 @@ def apply_lens(
     entropy = torch.full((n_prompts, n_layers), math.nan)
     top_ids = torch.empty(n_prompts, n_layers, top_k, dtype=torch.long)
     top_lp = torch.empty(n_prompts, n_layers, top_k)
+    # A chunk of layers at a time: a set read from the store is never held whole.
+    chunks, span, x = acts.layer_chunks(), slice(0, 0), None
     for li, layer in enumerate(tqdm(acts.layers, desc="lens", unit="layer", disable=not progress)):
+        if li >= span.stop:
+            span, x = next(chunks)  # [prompt, layers of span, d]
         for start in range(0, n_prompts, rows):
             stop = min(start + rows, n_prompts)
-            h = x[start:stop, li].to(model.device)
+            h = x[start:stop, li - span.start].to(model.device)
             if translators is not None:
                 h = translators(h.float(), layer)
             logp = torch.log_softmax(decode_logits(model, h), dim=-1)

@@ -175,6 +175,13 @@ def _path(model: LoadedModel, config: TunedLensConfig) -> Path:
     return cache_dir() / "tuned_lens" / model.name.replace("/", "--") / f"{tag}-s{config.seed}"
 
 
+def training_texts(config: TunedLensConfig = TunedLensConfig()) -> list[str]:
+    """The texts the translators train on: the ``train`` split of ``config.dataset``."""
+    from interp.data import load, prompts_of
+
+    return prompts_of(load(config.dataset, split="train"))
+
+
 def load_or_train_tuned_lens(
     model: LoadedModel, config: TunedLensConfig = TunedLensConfig(), *, store=None
 ) -> TunedLens:
@@ -182,16 +189,14 @@ def load_or_train_tuned_lens(
 
     Training uses the ``train`` split of ``config.dataset`` in every language it covers.
     """
-    from interp.data import load, prompts_of
     from interp.data.loader import dataset_sha256
 
+    model.require_next_token("the tuned lens")  # before reading its training residuals
     path = _path(model, config)
     weights, record = path / "translators.safetensors", path / "provenance.json"
     if record.is_file():  # written last: translators without it are a killed run's, retrained
         return _load_cached(model, weights, record).to(model.device).eval()
-    residuals = training_residuals(
-        model, prompts_of(load(config.dataset, split="train")), store=store
-    )
+    residuals = training_residuals(model, training_texts(config), store=store)
     lens, losses = train_tuned_lens(model, residuals, config)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in lens.state_dict().items()}
@@ -232,6 +237,7 @@ def evaluate_tuned_lens(
     """
     from interp.data import load, prompts_of
 
+    model.require_next_token("the tuned lens")
     texts = prompts_of(load(config.dataset, split="test"))
     residuals = training_residuals(model, texts, store=store)
     if residuals.shape[0] > max_tokens:

@@ -11,6 +11,9 @@ they must agree; ``tests/test_extract.py`` checks that they do.
   alias). Pass ``backend_options={"remote": True}`` to run on NDIF; that needs the model loaded
   from its hub id (``load_model("org/name")``) and an NDIF API key configured for nnsight. Every
   option is passed on to ``trace`` (e.g. ``"backend"``).
+
+A family a backend cannot run names it in its adapter row (``unsupported_backends``, with why);
+asking for that backend is refused in one line before anything is wrapped or run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from interp.errors import PolylensError
 from interp.model.hooks import Select, StopForward, reading_hooks
@@ -54,12 +57,25 @@ def residual_layers(sites: Sequence[Site], backend: str) -> list[int]:
     return [site.layer for site in sites]
 
 
+def check_backend(model: LoadedModel, backend: str) -> None:
+    """Refuse, in one line, a backend that cannot run the model's architecture."""
+    why = model.adapter.unsupported(backend)
+    if why:
+        raise PolylensError(
+            f"the {backend} backend does not support {model.hf.config.model_type} models: {why}; "
+            "use backend='hooks'"
+        )
+
+
 def _tl_bridge(model: LoadedModel):
+    check_backend(model, "transformer_lens")
     if "transformer_lens" not in model._backend_cache:
         from transformer_lens.model_bridge import TransformerBridge
 
         # boot_transformers swaps the HF modules for bridge components; keep ours untouched.
         hf_copy = copy.deepcopy(model.hf)
+        if not model.causal:
+            hf_copy = _masked_lm(hf_copy)
         model._backend_cache["transformer_lens"] = TransformerBridge.boot_transformers(
             model.hf.config.name_or_path or model.name,
             hf_model=hf_copy,
@@ -68,6 +84,28 @@ def _tl_bridge(model: LoadedModel):
             dtype=model.dtype,
         )
     return model._backend_cache["transformer_lens"]
+
+
+def _masked_lm(encoder: nn.Module) -> nn.Module:
+    """A bare encoder inside a masked-LM model, the form TransformerLens bridges BERT in.
+
+    The head is zero and unread (the backend reads residual layers only); it is built on the
+    meta device and materialised alone, so the encoder's weights are never allocated twice.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    with torch.device("meta"):
+        wrapper = AutoModelForMaskedLM.from_config(encoder.config)
+    # The name the bridge looks its adapter up by; XLM-R is RoBERTa's architecture by another name.
+    wrapper.config.architectures = [type(wrapper).__name__.replace("XLMRoberta", "Roberta")]
+    setattr(wrapper, wrapper.base_model_prefix, encoder)
+    for name, child in wrapper.named_children():
+        if name != wrapper.base_model_prefix:
+            child.to_empty(device=encoder.device).to(encoder.dtype)
+            for p in child.parameters():
+                nn.init.zeros_(p)
+    wrapper.tie_weights()  # the decoder reads the encoder's own token embedding
+    return wrapper.eval()
 
 
 def tl_names(layers: Sequence[int]) -> list[str]:
@@ -97,16 +135,17 @@ def _nnsight_model(model: LoadedModel, remote: bool):
     """The nnsight wrapper: the loaded HF model locally, its hub id (meta weights only) for NDIF.
 
     The task is pinned to text-generation (what the deprecated ``LanguageModel`` pinned): it keeps
-    the hub id's task lookup off the network and names the same NDIF deployment as before.
+    the hub id's task lookup off the network and names the same NDIF deployment as before. An
+    encoder is pinned to feature-extraction, the pipeline of a bare encoder.
     """
+    check_backend(model, "nnsight")
     key = ("nnsight", remote)
     if key not in model._backend_cache:
         from nnsight import TransformersModel
 
         source = model.name if remote else model.hf
-        model._backend_cache[key] = TransformersModel(
-            source, task="text-generation", tokenizer=model.tokenizer
-        )
+        task = "text-generation" if model.causal else "feature-extraction"
+        model._backend_cache[key] = TransformersModel(source, task=task, tokenizer=model.tokenizer)
     return model._backend_cache[key]
 
 

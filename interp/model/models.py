@@ -1,4 +1,4 @@
-"""Load a causal LM from an embedded name, a local directory, a GGUF file or a hub id.
+"""Load a causal LM (or an encoder) from an embedded name, a local directory, a GGUF or a hub id.
 
 Whatever the source, the result is a ``LoadedModel``: one uniform view (blocks, final norm,
 unembedding, tokenizer with left padding, chat template, device, dtype) over every architecture
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -21,12 +22,18 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from interp.checks import check_device, read_file_bytes
 from interp.errors import PolylensError
-from interp.model.architectures import Adapter, adapter_for, get_submodule
+from interp.model.architectures import ADAPTERS, Adapter, adapter_for, get_submodule
 from interp.model.batching import pad_batch
 from interp.model.convert import (
     EMBEDDED,
@@ -35,21 +42,23 @@ from interp.model.convert import (
     embedded_dir,
     gguf_cache_dir,
 )
-from interp.model.dtypes import parse_dtype
+from interp.model.dtypes import resolve_dtype
 from interp.model.placement import execution_device, main_device, materialized_state
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_source"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
 # A stated context length at least this large is transformers' "no limit" placeholder (1e30).
 _NO_LIMIT = 10**9
+ENCODER_ANALYSES = "mid-layer-alignment, embedding-geometry, language-neurons or knowledge-boundary"
+"""The experiments that read an encoder (no next-token logits needed), for its refusals."""
 
 
 @dataclass
 class LoadedModel:
-    """A Hugging Face causal LM with the uniform view every polylens analysis uses."""
+    """A Hugging Face causal LM or encoder with the uniform view every polylens analysis uses."""
 
     hf: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -60,9 +69,13 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.adapter = adapter_for(self.hf.config.model_type)
         for path in (self.adapter.blocks, self.adapter.final_norm, self.adapter.unembed):
-            get_submodule(self.hf, path)
-        # Batches are left-padded so that position -1 is every prompt's last real token.
-        self.tokenizer.padding_side = "left"
+            if path is not None:  # an encoder has no final norm or unembedding
+                get_submodule(self.hf, path)
+        # polylens left-pads its own batches (pad_batch) for every model, so that position -1 is
+        # every prompt's last real token. An encoder's tokenizer keeps its own side: a user's
+        # tokenizer(..., padding=True) then stays right for BERT's absolute positions.
+        if self.causal:
+            self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.hf.eval()
@@ -75,13 +88,53 @@ class LoadedModel:
 
     @property
     def final_norm(self) -> nn.Module:
-        """The norm the model applies before its unembedding."""
+        """The norm the model applies before its unembedding (an encoder refuses)."""
+        self.require_next_token("an analysis reading the final norm")
         return get_submodule(self.hf, self.adapter.final_norm)
 
     @property
     def unembed(self) -> nn.Linear:
-        """The unembedding (``lm_head``)."""
+        """The unembedding (``lm_head``; an encoder, loaded without a head, refuses)."""
+        self.require_next_token("an analysis reading the unembedding")
         return get_submodule(self.hf, self.adapter.unembed)
+
+    @property
+    def causal(self) -> bool:
+        """A causal LM; False for a bidirectional encoder (BERT, XLM-R)."""
+        return self.adapter.causal
+
+    @property
+    def default_positions(self) -> str:
+        """Positions read when none are given: ``last`` for a causal LM, ``mean`` for an encoder.
+
+        The last token is the one a causal LM has read the whole prompt at; every token of an
+        encoder sees the whole prompt and its last is a special token ([SEP], </s>), so an
+        encoder is pooled over its real tokens.
+        """
+        return "last" if self.causal else "mean"
+
+    @property
+    def position_offset(self) -> int:
+        """A prompt's first position id: 0, or ``pad id + 1`` (XLM-R's learned positions)."""
+        return self.hf.config.pad_token_id + 1 if self.adapter.positions_after_pad else 0
+
+    def require_next_token(self, what: str, *, remedy: str | None = None) -> None:
+        """Refuse, in one line, ``what`` on an encoder: it reads next-token logits.
+
+        The one check every next-token analysis calls before any heavy work (experiments
+        through ``ExperimentConfig.load_model``); an encoder predicts no next token.
+
+        Args:
+            what: the analysis, for the message (``"the logit lens"``).
+            remedy: what to do instead (default: the experiments that read an encoder).
+        """
+        if self.causal:
+            return
+        raise PolylensError(
+            f"model {self.name!r} is an encoder ({self.hf.config.model_type}): {what} needs "
+            "next-token logits, which an encoder does not predict; "
+            + (remedy or f"use {ENCODER_ANALYSES}")
+        )
 
     @property
     def body(self) -> nn.Module:
@@ -107,7 +160,13 @@ class LoadedModel:
     def softcap(self) -> float | None:
         """Final-logit soft-capping constant, where the architecture has one."""
         attr = self.adapter.softcap_attr
-        return getattr(self.hf.config, attr, None) if attr else None
+        return getattr(self.hf.config.get_text_config(), attr, None) if attr else None
+
+    @property
+    def logit_scale(self) -> float | None:
+        """Constant the model's head multiplies its logits by, where the architecture has one."""
+        attr = self.adapter.logit_scale_attr
+        return getattr(self.hf.config.get_text_config(), attr, None) if attr else None
 
     @property
     def context_length(self) -> int | None:
@@ -118,8 +177,11 @@ class LoadedModel:
         writes a huge placeholder when it knows none).
         """
         config = self.hf.config.get_text_config()
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions < _NO_LIMIT:
+            positions -= self.position_offset  # XLM-R's first positions are never a token's
         for value in (
-            getattr(config, "max_position_embeddings", None),
+            positions,
             getattr(self.tokenizer, "model_max_length", None),
         ):
             if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _NO_LIMIT:
@@ -157,6 +219,10 @@ class LoadedModel:
                     f"{self.name!r} reads at once; {remedy}"
                 )
 
+    @cached_property
+    def _forward_parameters(self) -> frozenset[str]:
+        return frozenset(inspect.signature(self.hf.forward).parameters)
+
     @property
     def device(self) -> torch.device:
         """Where inputs go and results are gathered: where the embedding computes.
@@ -187,8 +253,16 @@ class LoadedModel:
 
     @property
     def identity(self) -> dict[str, str]:
-        """Model identity recorded in every artifact's provenance."""
-        return {"name": self.name, "fingerprint": self.fingerprint}
+        """Model identity recorded in every artifact's provenance: name, weights, compute dtype.
+
+        The dtype is named apart from the fingerprint (which hashes it too) so that a reader sees
+        at a glance that a bfloat16 run's activations are not a float32 run's.
+        """
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
 
     # -- text in ----------------------------------------------------------------------------
     def apply_chat_template(self, user_messages: Sequence[str]) -> list[str]:
@@ -235,7 +309,18 @@ class LoadedModel:
         size = batch_size or max(1, len(ids))
         for start in range(0, len(order), size):
             rows = order[start : start + size]
-            yield rows, pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, self.device)
+            yield rows, self.pad_batch([ids[i] for i in rows])
+
+    def pad_batch(self, token_ids: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        """A left-padded batch of ``token_ids`` on the device (``interp.model.batching``).
+
+        Position ids count real tokens from ``position_offset``, so a padded prompt reads the
+        same positions as alone, whichever side its tokenizer pads.
+        """
+        batch = pad_batch(token_ids, self.tokenizer.pad_token_id, self.device)
+        if self.position_offset:
+            batch["position_ids"] = batch["position_ids"] + self.position_offset
+        return batch
 
     def forward_batches(
         self,
@@ -273,9 +358,13 @@ class LoadedModel:
 
         ``batch_size`` prompts per forward pass; all at once when None.
         """
+        self.require_next_token("LoadedModel.logits")
+        # Only the last position's logits: a 262k-token vocabulary at every position would
+        # cost more than the blocks (and B x T x V floats of memory).
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_parameters else {}
         parts = [
             out.logits[:, -1].float()
-            for _, out in self.forward_batches(prompts, batch_size=batch_size)
+            for _, out in self.forward_batches(prompts, batch_size=batch_size, **keep)
         ]
         return torch.cat(parts)
 
@@ -306,6 +395,7 @@ class LoadedModel:
                 token positions of the full sequence.
             progress: show a tqdm bar.
         """
+        self.require_next_token("generation")
         if max_new_tokens < 1 or batch_size < 1:
             raise PolylensError("generation needs max_new_tokens >= 1 and batch_size >= 1")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -348,7 +438,8 @@ def load_model(
             format, a ``.gguf`` file, or a hub id such as ``Qwen/Qwen2.5-0.5B`` (only this form
             touches the network).
         device: ``cuda`` when available, else ``cpu``, unless given.
-        dtype: ``float32`` unless given (``float16`` / ``bfloat16`` accepted).
+        dtype: the weights' compute dtype: ``float32`` unless given; ``float16``, ``bfloat16``,
+            or ``"auto"``: the checkpoint's own dtype where a GPU computes, float32 on a CPU.
         device_map: instead of ``device``, spread the model with accelerate: ``"auto"`` (fill
             the GPUs, then the CPU, then ``offload_folder``) or a ``{module name: device}`` map
             (``0``, ``"cpu"``, ``"disk"``). Every analysis works on such a model: hooks run on
@@ -362,38 +453,23 @@ def load_model(
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise PolylensError("max_memory and offload_folder apply only with a device_map")
     device = torch.device(check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch_dtype = _parse_dtype(dtype)
+    on_gpu = torch.cuda.is_available() if device_map is not None else device.type == "cuda"
+    resolve_dtype(dtype, on_gpu=False)  # a bad name is refused before anything is read
     placement = {}
     if device_map is not None:
-        placement = {"device_map": device_map, "max_memory": max_memory}
+        placement = {"device_map": device_map, "max_memory": device_keys(max_memory)}
         if offload_folder is not None:
             placement["offload_folder"] = str(offload_folder)
-    path = Path(spec).expanduser()
-    if spec in EMBEDDED:
-        directory, name = embedded_dir(EMBEDDED[spec]), spec
-    elif path.is_file() and path.suffix == ".gguf":
-        check_gguf(path)
-        try:
-            directory, name = convert_gguf_cached(path, gguf_cache_dir(path)), path.stem
-        except (OSError, ValueError, KeyError) as e:
-            raise PolylensError(
-                f"could not convert {path} ({_first_line(e)}); is it a complete GGUF model?"
-            ) from None
-    elif path.is_dir():
-        _check_model_dir(path)
-        directory, name = path, path.name
-    elif path.exists():
-        raise PolylensError(f"{path} is neither a .gguf file nor a model directory")
-    elif "/" in spec and not spec.startswith((".", "/", "~")):
-        return _from_hub(spec, device, torch_dtype, placement)
-    else:
-        raise PolylensError(
-            f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
-            "a local directory, a .gguf file or a hub id like 'org/name'"
+    source, name = model_source(spec)
+    if isinstance(source, str):
+        return _from_hub(
+            source, device, lambda c: resolve_dtype(dtype, on_gpu=on_gpu, checkpoint=c), placement
         )
+    directory = source
+    torch_dtype = resolve_dtype(dtype, on_gpu=on_gpu, checkpoint=checkpoint_dtype(directory))
     try:
         hf = _placed(
-            AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype, **placement),
+            _from_pretrained(directory, dtype=torch_dtype, **placement),
             device,
             placement,
         )
@@ -407,6 +483,37 @@ def load_model(
     return LoadedModel(hf, tokenizer, name)
 
 
+def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
+    """Where ``spec``'s files are, without reading weights: ``(directory or hub id, name)``.
+
+    An embedded model or a ``.gguf`` file is converted first if it is not in the cache (once);
+    a hub id comes back as text (only loading it touches the network). ``weights=False``
+    accepts a directory that holds a config and a tokenizer only (enough to plan a run).
+    """
+    path = Path(spec).expanduser()
+    if spec in EMBEDDED:
+        return embedded_dir(EMBEDDED[spec]), spec
+    if path.is_file() and path.suffix == ".gguf":
+        check_gguf(path)
+        try:
+            return convert_gguf_cached(path, gguf_cache_dir(path)), path.stem
+        except (OSError, ValueError, KeyError) as e:
+            raise PolylensError(
+                f"could not convert {path} ({_first_line(e)}); is it a complete GGUF model?"
+            ) from None
+    if path.is_dir():
+        _check_model_dir(path, weights=weights)
+        return path, path.name
+    if path.exists():
+        raise PolylensError(f"{path} is neither a .gguf file nor a model directory")
+    if "/" in spec and not spec.startswith((".", "/", "~")):
+        return spec, spec
+    raise PolylensError(
+        f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
+        "a local directory, a .gguf file or a hub id like 'org/name'"
+    )
+
+
 _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
@@ -415,7 +522,7 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _check_model_dir(path: Path) -> None:
+def _check_model_dir(path: Path, *, weights: bool = True) -> None:
     """A Hugging Face model directory: a JSON ``config.json`` naming its type, and weights."""
     config = path / "config.json"
     if not config.is_file():
@@ -437,7 +544,7 @@ def _check_model_dir(path: Path) -> None:
         raise PolylensError(
             f"{config} has no model_type; restore the model's config.json from its source"
         )
-    if not any(next(path.glob(pattern), None) for pattern in _WEIGHTS):
+    if weights and not any(next(path.glob(pattern), None) for pattern in _WEIGHTS):
         raise PolylensError(
             f"{path} has no weights (*.safetensors or *.bin); copy the model's weight files there"
         )
@@ -449,8 +556,40 @@ def _cut_at(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    return torch.float32 if dtype is None else parse_dtype(dtype)
+def device_keys(max_memory: dict | None) -> dict | None:
+    """The ``max_memory`` accelerate reads: a GPU by its index, other devices by name.
+
+    A config's YAML or the command line may give a GPU index as text.
+    """
+    if max_memory is None:
+        return None
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in max_memory.items()}
+
+
+def checkpoint_dtype(directory: Path) -> str | None:
+    """The dtype a model directory's config.json states its weights in (None if it states none)."""
+    try:
+        values = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # loading the model reports the damage
+    text = values.get("dtype") or values.get("torch_dtype")
+    if text is None:  # a multimodal wrapper states it on its text model
+        text = (values.get("text_config") or {}).get("dtype")
+    return text if isinstance(text, str) else None
+
+
+def _from_pretrained(source: Path | str, **kwargs: object) -> PreTrainedModel:
+    """A causal LM with its head, or, for an encoder family, the bare encoder.
+
+    An encoder loads with ``AutoModel`` and without its pooler: every analysis that reads one
+    needs only the body, which every checkpoint of the family has (masked-LM checkpoints such
+    as mBERT and XLM-R, and sentence encoders, which ship no masked-LM head), while a head or
+    pooler missing from a checkpoint would load random and change the fingerprint every load.
+    """
+    adapter = ADAPTERS.get(AutoConfig.from_pretrained(source).model_type)
+    if adapter is not None and not adapter.causal:
+        return AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
 
 
 def _placed(hf: PreTrainedModel, device: torch.device, placement: dict) -> PreTrainedModel:
@@ -459,12 +598,16 @@ def _placed(hf: PreTrainedModel, device: torch.device, placement: dict) -> PreTr
 
 
 def _from_hub(
-    repo_id: str, device: torch.device, dtype: torch.dtype, placement: dict
+    repo_id: str,
+    device: torch.device,
+    dtype_of: Callable[[object], torch.dtype],
+    placement: dict,
 ) -> LoadedModel:
     try:
+        dtype = dtype_of(getattr(AutoConfig.from_pretrained(repo_id), "dtype", None))
         tokenizer = AutoTokenizer.from_pretrained(repo_id)
         hf = _placed(
-            AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, **placement),
+            _from_pretrained(repo_id, dtype=dtype, **placement),
             device,
             placement,
         )

@@ -9,7 +9,8 @@
                    post-attention norm)
 ``mlp_out.{i}``    what block ``i`` adds after its MLP (after Gemma's post-feed-forward norm)
 ``mlp_act.{i}``    the MLP's hidden activation, the input of its down projection
-                   ``[batch, seq, d_mlp]``: one value per neuron
+                   ``[batch, seq, d_mlp]``: one value per neuron (refused for a mixture of
+                   experts, which has no one layer of neurons: read ``mlp_out.{i}`` there)
 =================  ==========================================================================
 
 A ``*`` in place of the block index means every block (``mlp_out.*``). Where each site lives in
@@ -115,6 +116,11 @@ def site_module(model: LoadedModel, site: Site) -> nn.Module:
     """The module whose input (``resid_pre``, ``mlp_act``) or output is the site's tensor."""
     if site.kind == "embed":
         return get_submodule(model.hf, model.adapter.embed)
+    if site.kind == "mlp_act" and model.adapter.mlp_down is None:
+        raise PolylensError(
+            f"site {site}: {model.hf.config.model_type} {model.adapter.mlp_act_refusal}; "
+            f"read mlp_out.{site.block} (what the MLP adds: its experts' weighted sum) instead"
+        )
     block = model.blocks[site.block]
     path = {
         "resid_pre": None,

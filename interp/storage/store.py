@@ -33,6 +33,8 @@ import logging
 import re
 import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -242,26 +244,26 @@ class ActivationStore:
     def load(
         self, key: str, *, device: str | torch.device = "cpu", verify: bool = True
     ) -> Activations:
-        """Read an entry back (memory-mapped), checking every file's sha256 unless told not to.
+        """An entry's activations, checking every file's sha256 unless told not to.
 
         The manifest and ``prompts.json`` are always checked; ``verify=False`` skips hashing
-        the shards (for an entry this process has just checked).
+        the shards (for an entry this process has just checked). Hashing streams each file;
+        the activations themselves stay on disk and are read (memory-mapped) when asked for,
+        a chunk of layers at a time (``Activations.layer_chunks``) or all at once
+        (``.tensor``), landing on ``device``. A shard that changes on disk after this check is
+        refused when it is read.
         """
         manifest = self.manifest(key)
         entry = self.root / key
+        # Taken before hashing: a shard replaced during or after the check differs from these.
+        stamps = {name: _stamp(entry / name) for name in manifest["shards"]}
         problems = self.verify(key) if verify else self._problems(key, manifest, shards=False)
         if problems:
             raise PolylensError(problems[0])
-        parts, offsets, base = [], [torch.zeros(1, dtype=torch.long)], 0
-        for name in manifest["shards"]:
-            with safe_open(str(entry / name), framework="pt", device=str(device)) as f:
-                parts.append(f.get_tensor("acts"))
-                local = f.get_tensor("offsets").cpu()
-            offsets.append(local[1:] + base)
-            base += int(local[-1])
+        source = _ShardRows(self, key, manifest["shards"], stamps)
         prompts = json.loads((entry / PROMPTS).read_text(encoding="utf-8"))
         meta = {k: v for k, v in manifest.items() if k != "shards"}
-        return Activations(torch.cat(parts), torch.cat(offsets), manifest["layers"], prompts, meta)
+        return Activations(source, source.offsets, manifest["layers"], prompts, meta, device=device)
 
     def verify(self, key: str) -> list[str]:
         """Problems with an entry, one line each (with the command that removes it); empty if ok.
@@ -380,6 +382,86 @@ class ActivationStore:
         if not entry.is_dir():
             raise PolylensError(f"no store entry {key!r} in {self.root}")
         shutil.rmtree(entry)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file replaced or rewritten since: inode, size, modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # missing: verification says so
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _ShardRows:
+    """The rows of a complete entry's shards, read by site range (the ``RowSource`` of ``load``).
+
+    Shards are ``[row, site, width]``, row-major: a range of sites is one contiguous run of
+    ``sites x width`` values per row, so a read touches about ``1 / n_sites`` of each shard
+    (whole pages, at least) and holds one shard's mapping at a time.
+
+    Each read first checks that the shard is still the file ``load`` verified (inode, size,
+    modification time); one replaced since (another process writing the same entry, which
+    writes the same bytes) is hashed again and read only if it still matches the manifest.
+    """
+
+    def __init__(
+        self,
+        store: ActivationStore,
+        key: str,
+        digests: dict[str, str],
+        stamps: dict[str, tuple[int, int, int] | None],
+    ) -> None:
+        self._store, self._key, self._digests, self._stamps = store, key, digests, stamps
+        self._entry = store.root / key
+        self._rows: list[tuple[str, int, int]] = []
+        offsets, base, shapes = [torch.zeros(1, dtype=torch.long)], 0, set()
+        for name in digests:
+            with self._open(name) as f:
+                acts = f.get_slice("acts")
+                shape = tuple(acts.get_shape())
+                self.dtype = acts[:0].dtype  # an empty read: the dtype, no data
+                local = f.get_tensor("offsets").clone()
+            shapes.add((shape[1:], self.dtype))
+            if shape[0] != int(local[-1]):
+                raise PolylensError(
+                    f"{name} of store entry {key} holds {shape[0]} rows but its offsets count "
+                    f"{int(local[-1])}; {store._remedy(key)}"
+                )
+            self._rows.append((name, base, base + shape[0]))
+            offsets.append(local[1:] + base)
+            base += shape[0]
+        if len(shapes) != 1:
+            raise PolylensError(
+                f"the shards of store entry {key} differ in layers, width or dtype; "
+                f"{store._remedy(key)}"
+            )
+        sites_width, _ = shapes.pop()
+        self.shape = (base, *sites_width)
+        self.offsets = torch.cat(offsets)
+
+    @contextmanager
+    def _open(self, name: str) -> Iterator:
+        """Shard ``name`` opened, once it is known to be the verified file (or the same bytes)."""
+        path = self._entry / name
+        if _stamp(path) != self._stamps[name]:
+            stamp = _stamp(path)
+            if stamp is None or sha256_file(path) != self._digests[name] or _stamp(path) != stamp:
+                raise PolylensError(
+                    f"{name} of store entry {self._key} changed on disk (or was removed) after "
+                    "the entry was loaded and checked; load it again, or "
+                    f"{self._store._remedy(self._key)}"
+                )
+            self._stamps[name] = stamp  # replaced by the same bytes: read on
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+
+    def read_into(self, out: Tensor, sites: slice) -> None:
+        """Copy sites ``sites`` of every row, shard by shard, into ``out``."""
+        for name, start, stop in self._rows:
+            with self._open(name) as f:
+                # A view of the mapping (or a copy of the slice): copied out before it closes.
+                out[start:stop].copy_(f.get_slice("acts")[:, sites])
 
 
 def _shard_header(path: Path) -> tuple[str, int, int] | None:
