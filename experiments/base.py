@@ -106,7 +106,8 @@ class ExperimentConfig:
         """The configured model in the configured dtype and placement, after ``check_model``.
 
         Refused first, in one line and before any weight is read, when its weights cannot fit
-        (``check_fits``).
+        (``check_fits``). Its identity (name, weights' fingerprint, the dtype it computes in:
+        ``dtype: auto`` resolved) is kept as ``self.model_identity``, for ``metrics.json``.
         """
         check_fits(self)
         model = load_model(
@@ -118,6 +119,7 @@ class ExperimentConfig:
             offload_folder=self.offload_folder,
         )
         self.check_model(model)
+        self.model_identity = model.identity  # an attribute, not a field: not in config.yaml
         return model
 
     def check_model(self, model: LoadedModel) -> None:

@@ -32,6 +32,7 @@ from experiments.endings import file_named
 from interp.checks import check_output_dir
 from interp.errors import PolylensError
 from interp.storage.files import atomic_write_bytes, atomic_write_text
+from interp.storage.provenance import provenance
 
 # What a result directory holds; a directory with anything else is not replaced.
 LAYOUT = frozenset(
@@ -262,6 +263,7 @@ class ResultDir:
 
     def __init__(self, name: str, config) -> None:
         self.name = name
+        self.config = config
         self.target = check_result_target(name, config.out)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale(self.target)
@@ -390,10 +392,16 @@ class ResultDir:
         return dataclasses.asdict(self.controls[-1])
 
     def metrics(self, metrics: dict) -> None:
-        """Write ``metrics.json``."""
+        """Write ``metrics.json``, with the provenance of the model the run loaded.
+
+        ``provenance.model`` is the identity ``ExperimentConfig.load_model`` kept: the model's
+        name, weights' fingerprint and the dtype it computed in.
+        """
+        identity = getattr(self.config, "model_identity", None)
+        record = {**metrics, "provenance": provenance(identity)}
         with self._writing(self.path / "metrics.json"):
             (self.path / "metrics.json").write_text(
-                json.dumps(metrics, indent=2, ensure_ascii=False)
+                json.dumps(record, indent=2, ensure_ascii=False)
             )
 
     def report(self, title: str, intro: str, metrics: dict, labels: dict | None = None) -> Path:

@@ -6,7 +6,8 @@ its verified shards). The store only holds what this module hands it.
 
 Layer convention: index 0 is the embedding output (what block 0 reads), index i the raw residual
 stream after block i, so a model with L blocks has L + 1 layers. Unlike Hugging Face's
-``output_hidden_states``, the last layer is kept raw (before the final norm).
+``output_hidden_states``, the last layer is kept raw (before the final norm; an encoder has none,
+so there every layer is Hugging Face's).
 """
 
 from __future__ import annotations

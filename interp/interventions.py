@@ -101,8 +101,11 @@ class Ablate(Edit):
         self.width = self.unit.shape[0]
 
     def __call__(self, x: Tensor, state: ForwardState) -> Tensor:  # noqa: D102
-        d = self._like("unit", self.unit, x)
-        return x - (x @ d).unsqueeze(-1) * d
+        # In float32, rounded once: in half precision a rounded d and three rounded steps would
+        # leave ~1% of a strong component (x . d) along d; one rounding leaves <= eps/2 of |x|.
+        xf = x.float()
+        d = self._like("unit", self.unit, xf)
+        return (xf - (xf @ d).unsqueeze(-1) * d).to(x.dtype)
 
 
 @dataclass
@@ -282,9 +285,9 @@ def orthogonalize(model: LoadedModel, direction: Float[Tensor, " d_model"]) -> L
 
 
 def _project_rows(weight: Tensor, d: Tensor) -> None:
-    """Remove ``d`` from every row of ``weight [n, d_model]``, in place."""
-    dd = d.to(weight.device, weight.dtype)
-    weight -= torch.outer(weight @ dd, dd)
+    """Remove ``d`` from every row of ``weight [n, d_model]``, in place (float32, rounded once)."""
+    w, dd = weight.float(), d.to(weight.device, torch.float32)
+    weight.copy_(w - torch.outer(w @ dd, dd))
 
 
 def _writer(block: nn.Module, path: str) -> nn.Module | nn.Parameter:
@@ -297,14 +300,18 @@ def _writer(block: nn.Module, path: str) -> nn.Module | nn.Parameter:
 
 def _project_writer(module: nn.Module | nn.Parameter, d: Tensor) -> None:
     """Make a projection into the residual stream write nothing along ``d``, in place."""
+    # Each projection in float32 with the float32 direction, rounded to the weights' dtype once
+    # (in bfloat16, projecting onto a rounded direction in rounded steps leaves more behind).
     if isinstance(module, nn.Parameter):  # fused experts [expert, d_model, d_expert]: x W[e]^T
-        dd = d.to(module.device, module.dtype)
-        module -= dd[:, None] * (dd @ module)[:, None, :]
+        w, dd = module.float(), d.to(module.device, torch.float32)
+        module.copy_(w - dd[:, None] * (dd @ w)[:, None, :])
         return
-    dd = d.to(module.weight.device, module.weight.dtype)
+    dd = d.to(module.weight.device, torch.float32)
     if isinstance(module, nn.Linear):  # weight [d_model, in]: output = x W^T
-        module.weight -= torch.outer(dd, dd @ module.weight)
+        w = module.weight.float()
+        module.weight.copy_(w - torch.outer(dd, dd @ w))
     else:  # GPT-2's Conv1D, weight [in, d_model]: output = x W
         _project_rows(module.weight, d)
     if getattr(module, "bias", None) is not None:
-        module.bias -= (module.bias @ dd) * dd
+        b = module.bias.float()
+        module.bias.copy_(b - (b @ dd) * dd)

@@ -103,6 +103,18 @@ def test_mean_pooling_ignores_padding(encoder):
     assert torch.equal(again.tensor, pooled.tensor)
 
 
+def test_cli_extract_pools_an_encoder_by_default(bert_dir, tmp_path, capsys):
+    from experiments.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The capital of France is\nLa capitale\n", encoding="utf-8")
+    main(["extract", "--model", bert_dir, "--prompts", str(prompts), "--out", str(tmp_path / "s")])
+    assert "(rows x layers x d_model = (2, 4, 64))" in capsys.readouterr().out
+    (entry,) = interp.ActivationStore(tmp_path / "s").ls()
+    assert entry["positions"] == "mean"
+
+
+@pytest.mark.filterwarnings("ignore:Module .* has a submodule named 'output':UserWarning")
 @pytest.mark.parametrize("backend", ["nnsight", "transformer_lens"])
 def test_backends_agree_with_hooks(encoder, backend):
     hooks = interp.extract(encoder, PROMPTS, positions="all", progress=False)
@@ -142,6 +154,18 @@ def test_patch_at_the_last_token_reaches_every_token_downstream(bert):
     assert torch.equal(after[:-1, 1], before[:-1, 1])  # layer 1: only the patched token moved
     assert not torch.allclose(after[-1, 1], before[-1, 1])
     assert not torch.allclose(after[0, 2], before[0, 2], atol=1e-4)  # layer 2: the first too
+
+
+def test_parallel_mean_keeps_the_first_token(encoder):
+    """Unlike a decoder's BOS, an encoder's [CLS] reads the whole sentence: it stays in the mean."""
+    from interp.analysis.similarity import parallel_features
+
+    sentences = {"en": PROMPTS[:2], "fr": PROMPTS[2:4]}
+    features = parallel_features(encoder, sentences, pooling="mean")  # [lang, layer, item, d]
+    for li, lang in enumerate(sentences):
+        for i, sentence in enumerate(sentences[lang]):
+            expected = alone(encoder, sentence).mean(0)
+            assert_close_to_scale(features[li, :, i], expected, SAME_MATH)
 
 
 # -- the experiments that read an encoder --------------------------------------------------------
@@ -190,7 +214,7 @@ def test_language_neurons(bert_dir, tmp_path):
 
 def test_knowledge_boundary(xlmr_dir, tmp_path):
     overrides = dict(model=xlmr_dir, langs="en,fr", labels="construction", n_per_class=10)
-    overrides |= dict(folds=2, control_shuffles=1, out=str(tmp_path))
+    overrides |= dict(folds=2, control_task=False, out=str(tmp_path))
     path = run_experiment("knowledge-boundary", None, overrides)
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["position"] == "mean" and metrics["n_items_per_language"] == 20

@@ -21,13 +21,28 @@ from experiments.cli import main
 from experiments.plan import make_plan
 
 GEMMA, LLAMA = "gemma3_text", "llama"
-# case -> (experiment, tiny architecture, smallest config, whether the workload is a bound)
+# case -> (experiment, tiny architecture, smallest config, bound): bound None means exact,
+# else the run feeds at most the workload's tokens and generation, and at least its forward
+# tokens less those of the passes named (whose sequences the model's activations may drop).
 CASES = {
     "latent-language": (
-        "latent-language", GEMMA, {"langs": "en,fr,zh", "n_words": 2, "bootstrap": 20}, False
+        "latent-language",
+        GEMMA,
+        {"langs": "en,fr,zh", "n_words": 2, "bootstrap": 20},
+        None,
+    ),
+    # the tuned lens trains only where none is cached
+    "latent-language-tuned-lens": (
+        "latent-language",
+        GEMMA,
+        {"langs": "en,fr", "n_words": 1, "bootstrap": 20, "lens": "tuned"},
+        ("tuned lens training",),
     ),
     "translation-barrier": (
-        "translation-barrier", GEMMA, {"langs": "en,zh", "n_words": 2, "bootstrap": 20}, False
+        "translation-barrier",
+        GEMMA,
+        {"langs": "en,zh", "n_words": 2, "bootstrap": 20},
+        None,
     ),
     # generation may stop before max_new_tokens
     "factual-consistency": (
@@ -35,14 +50,14 @@ CASES = {
         GEMMA,
         {"langs": "en,fr", "n_per_relation": 2, "max_candidates": 3, "bootstrap": 20}
         | {"max_new_tokens": 3},
-        True,
+        (),
     ),
     "knowledge-boundary": (
         "knowledge-boundary",
         GEMMA,
         {"langs": "en,fr", "labels": "construction", "n_per_class": 4, "folds": 2}
         | {"control_shuffles": 1},
-        False,
+        None,
     ),
     # the model's answers stop at their first newline
     "knowledge-boundary-model-labels": (
@@ -50,7 +65,7 @@ CASES = {
         GEMMA,
         {"langs": "en,fr", "position": "mean", "n_per_class": 6, "folds": 2}
         | {"control_shuffles": 1},
-        True,
+        (),
     ),
     "linear-shortcut": (
         "linear-shortcut",
@@ -58,35 +73,35 @@ CASES = {
         {"langs": "en,fr", "relations": ["capital"], "n_per_relation": 2}
         | {"n_train_per_relation": 3, "max_candidates": 3, "jacobian_layers": [1, 3]}
         | {"jacobian_prompts": 1, "n_verify": 2, "n_boot": 20},
-        False,
+        None,
     ),
     "cross-lingual-patching": (
         "cross-lingual-patching",
         LLAMA,
         {"langs": "en,zh", "relations": ["capital", "currency"], "n_per_relation": 2}
         | {"layers": [1], "n_boot": 20},
-        False,
+        None,
     ),
     # near-zero candidates are not scored; generation stops at the end of the turn
     "refusal-direction": (
         "refusal-direction",
         LLAMA,
-        {"langs": "en,fr", "n_train": 4, "n_val": 2, "n_test": 2, "layer_stride": 2}
+        {"langs": "en", "n_train": 2, "n_val": 2, "n_test": 2, "layer_stride": 2}
         | {"prune_fraction": 0.0, "n_generate": 1, "max_new_tokens": 3, "rows_per_pass": 16},
-        True,
+        ("candidates: ablated", "candidates: added"),
     ),
     "embedding-geometry": (
         "embedding-geometry",
         GEMMA,
         {"min_tokens": 3, "probe_tokens": 20, "neighbour_queries": 3, "neighbours": 5}
         | {"chunk": 50},
-        False,
+        None,
     ),
     "language-neurons": (
         "language-neurons",
         GEMMA,
         {"langs": "en,fr", "n_train_sentences": 3, "n_eval_sentences": 2, "top_rate": 0.05},
-        False,
+        None,
     ),
 }
 
@@ -154,12 +169,55 @@ def test_workload_matches_the_run(case, tiny_dirs, counted, tmp_path, monkeypatc
     estimate = make_plan(name, config, timed=False).estimate
     run_config(name, config)
     predicted = estimate.tokens_forward + estimate.tokens_generated
-    if bound:
-        assert 0 < counted["tokens"] <= predicted
-    else:
+    if bound is None:
         assert counted["tokens"] == predicted
+    else:
+        dropped = sum(p["tokens"] for p in estimate.passes if p["pass"].startswith(bound))
+        assert estimate.tokens_forward - dropped <= counted["tokens"] <= predicted
     payload, files, n = _shards(store)
     assert payload == estimate.store_bytes
     # Beyond the activations: each shard's header and its prompts' offsets (int64).
     sequences = sum(p["sequences"] for p in estimate.passes)
     assert 0 <= files - payload <= n * 1024 + 8 * (sequences + n)
+
+
+def test_plan_prints_its_table_and_writes_json_for_pandas(tiny_dirs, tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "plan.json"
+    argv = ["plan", "factual-consistency", "--model", tiny_dirs(GEMMA), "--langs", "en,fr"]
+    assert main([*argv, "n_per_relation=2", "--no-timing", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for line in ("weights", "activation store", "peak memory", "tokens forward", "passes:"):
+        assert line in text, line
+    assert "rank: answer tokens:" in text and "generation:" in text
+    plan = json.loads(out.read_text())
+    rows = pd.json_normalize(plan, record_path="passes", meta=["experiment", "tokens_forward"])
+    assert list(rows["pass"])[:2] == ["rank: prompts", "rank: answer tokens"]
+    assert rows["tokens"].sum() == plan["tokens_forward"] == rows["tokens_forward"][0]
+    assert rows["generated"].sum() == plan["tokens_generated"] > 0
+    assert rows["store_bytes"].sum() == plan["store_bytes"]
+    assert len(pd.read_json(out)) == len(rows)  # one row per pass, the plan's fields on each
+
+
+def test_a_run_that_cannot_fit_is_refused_before_its_model_loads(
+    tiny_dirs, tmp_path, monkeypatch, capsys
+):
+    import experiments.plan
+    import interp.model.footprint
+
+    for module in (interp.model.footprint, experiments.base, experiments.plan):
+        if hasattr(module, "free_bytes"):
+            monkeypatch.setattr(module, "free_bytes", lambda device="cpu": 1_000_000)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(experiments.base, "load_model", never)
+    argv = ["run", "latent-language", "--model", tiny_dirs(GEMMA), "--langs", "en,fr"]
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs about" in err and "1 MB are free" in err
+    assert not (tmp_path / "latent-language").exists()
+    # `polylens plan` shows the same shortfall with the estimate
+    assert main(["plan", *argv[1:], "--no-timing"]) == 0
+    assert "does not fit" in capsys.readouterr().out

@@ -29,6 +29,56 @@ normaliser sums the whole vocabulary; two BLAS kernels differ by up to ~1.2e-5 o
 OTHER_IMPLEMENTATION = 1e-4
 """Another library (TransformerLens, nnsight) recomputing the forward with its own modules."""
 
+# -- half precision ------------------------------------------------------------------------------
+# A model loaded in bfloat16 rounds its residual stream to bfloat16 after every sublayer. bfloat16
+# keeps 8 significant bits: one unit in the last place (ulp) is EPS_BF16 = 2^-7 = 7.8e-3 of a
+# value in [1, 2), and rounding to nearest moves a value by at most half of that. Two routes to
+# the same numbers agree exactly only where they round at the same points; where a rounding falls
+# the other way, a value moves by one ulp, up to EPS_BF16 of itself, and a move in the residual
+# reaches the outputs through the later blocks. Compared outputs are rounded too (the logits come
+# out of a bfloat16 unembedding), so the floor of any such comparison is about one EPS_BF16 of the
+# scale, not float32's few units of 1.2e-7. Each budget below is a few ulps of the outputs; the
+# bugs the tests guard against move them by far more (on the tiny random models, whose blocks
+# change little: a lens without the final norm 9e-2..1.6e-1, an unablated direction 0.3..0.8 of
+# the residual, a patch from another prompt >= 7e-2, the unorthogonalized model >= 0.27).
+
+EPS_BF16 = torch.finfo(torch.bfloat16).eps
+EPS_F16 = torch.finfo(torch.float16).eps
+
+BF16_SAME_MATH = EPS_BF16
+"""The same bfloat16 operations on the same inputs, a few values rounded at other points: the
+lens decodes with the model's own bfloat16 norm and unembedding, and keeps the head's last steps
+(Gemma's soft-cap: divide, tanh, multiply) in float32 where the model rounds each of them, up to
+three half-ulps of the logits, which sit well inside the log-probabilities' scale. One ulp of the
+scale (7.8e-3); measured on tiny llama, gpt2, qwen2: 0; gemma3_text: <= 3.2e-4."""
+
+BF16_DEEP_FORWARD = 2 * EPS_BF16
+"""The same forward in another batch (other padding, so other reduction orders in every kernel):
+a float32-level difference flips roundings of the bfloat16 residual here and there (an ulp, up to
+EPS_BF16 of an entry), the later blocks carry them to the logits, which are rounded once more.
+Two ulps of the scale (1.6e-2); measured, patching a run into itself through batches of 3 instead
+of 4: <= 7.6e-3 (its float32 twin is SAME_MATH)."""
+
+BF16_OTHER_IMPLEMENTATION = 4 * EPS_BF16
+"""Another route to the same function in bfloat16: TransformerLens's own modules (which round at
+their own points and keep some steps in float32), or the weights orthogonalized once against the
+activations ablated at every sublayer. Each block's output may round differently on the two
+routes, and these add up over the blocks: about an ulp per block of a tiny model (3 blocks) and
+one for the embedding or the logits, 4 ulps (3.1e-2); measured: TransformerLens <= 1.2e-2
+(gemma3_text), orthogonalized vs hooked logits <= 9.1e-3."""
+
+BF16_NO_COMPONENT = EPS_BF16
+"""What an ablated direction keeps of a bfloat16 residual, relative to the residual's norm. The
+projection runs in float32 and is rounded once, and every later sum in the residual stream is
+rounded again: each rounding moves each entry by <= EPS_BF16 / 2 of it, so its component along a
+unit direction is <= EPS_BF16 / 2 of the norm (in practice ~ EPS_BF16 / (2 sqrt(d_model)), signs
+at random). Two such roundings aligned with the direction, 7.8e-3; measured after 3 blocks
+(7 roundings): <= 1.5e-3, against 0.55..0.84 for the direction before ablation."""
+
+F16_SAME_MATH = EPS_F16
+"""``BF16_SAME_MATH`` for float16, whose 11 significant bits make an ulp 2^-10 = 9.8e-4 of a
+value; measured for the lens: <= 2.1e-5 (gemma3_text), 0 elsewhere."""
+
 
 def max_relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """``max |actual - expected|`` over the largest finite magnitude of ``expected``.

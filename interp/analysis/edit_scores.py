@@ -40,8 +40,9 @@ def _row_ablation(units: Tensor) -> Apply:
     """Ablate a different unit direction from each row of the batch (zero rows: unchanged)."""
 
     def fn(x: Tensor) -> Tensor:
-        u = units.to(x.device, x.dtype)[:, None, :]
-        return x - (x * u).sum(-1, keepdim=True) * u
+        # In float32, rounded once, as ``Ablate`` does.
+        xf, u = x.float(), units.to(x.device, torch.float32)[:, None, :]
+        return (xf - (xf * u).sum(-1, keepdim=True) * u).to(x.dtype)
 
     return Apply(fn)
 

@@ -424,7 +424,8 @@ def parallel_activations(
         pooling: ``last`` (the last token) or ``mean`` (over the sentence's tokens, a leading
             special token such as BOS left out: its residual is the same for every prompt and,
             in models with attention sinks, orders of magnitude larger than the others, so it
-            would swamp the mean).
+            would swamp the mean). An encoder's mean is over all its real tokens, as sentence
+            encoders pool: its first token ([CLS], <s>) reads the whole sentence.
         batch_size: prompts per forward pass.
         store: activation store (a second run reads its features back; the features of a
             stored entry are read from disk a chunk of layers at a time).
@@ -439,7 +440,7 @@ def parallel_activations(
     prompts = [s for lang in langs for s in sentences[lang]]
     options = dict(layers="all", batch_size=batch_size, store=store, progress=progress)
     acts = extract(model, prompts, positions=pooling, **options)
-    if pooling == "mean":
+    if pooling == "mean" and model.causal:
         ids = model.tokenize(prompts)
         firsts = {row[0] for row in ids}
         if len(firsts) == 1 and firsts <= _bos_ids(model):
@@ -490,19 +491,24 @@ def alignment_metrics(
     Gram inputs) take several times a chunk, hence a quarter of ``READ_BUDGET`` by default. The
     results, ``[layer, lang, lang]`` each, are on ``device``.
     """
-    raw: dict[str, list[Tensor]] = {m: [] for m in METRICS}
-    centred: dict[str, list[Tensor]] = {m: [] for m in ("cos_gap", "p1_cos", "p1_margin")}
-    for _, x in features.chunks(budget=read_budget):
+    n_layers, out = features.acts.shape[1], None
+    for span, x in features.chunks(budget=read_budget):
         x = x.to(device) if device is not None else x
-        for m, v in pair_metrics(
+        values = pair_metrics(
             x, k=k, variance=variance, max_components=max_components, budget=budget
-        ).items():
-            raw[m].append(v)
-        for m, v in cosine_metrics(center(x), k=k, budget=budget).items():
-            centred[m].append(v)
-    plain = {m: torch.cat(v) for m, v in raw.items()}
+        )
+        centred = cosine_metrics(center(x), k=k, budget=budget)
+        if out is None:
+            # Written in place: small results kept between chunks would pin the heap above
+            # each chunk's freed intermediates, and the heap would grow chunk after chunk.
+            out = {
+                name: {m: v.new_empty(n_layers, *v.shape[1:]) for m, v in part.items()}
+                for name, part in (("raw", values), ("centred", centred))
+            }
+        for name, part in (("raw", values), ("centred", centred)):
+            for m, v in part.items():
+                out[name][m][span] = v
     return {
-        "raw": plain,
-        "centred": {m: torch.cat(v) for m, v in centred.items()}
-        | {m: plain[m] for m in ("cka", "svcca")},
+        "raw": out["raw"],
+        "centred": out["centred"] | {m: out["raw"][m] for m in ("cka", "svcca")},
     }

@@ -353,7 +353,8 @@ def estimate(
         n = len(p.lengths)
         tokens += p.tokens
         generated += n * p.new_tokens * p.repeats
-        store += p.stored_vectors * shape.d_model * workload.store_dtype_bytes
+        stored = p.stored_vectors * shape.d_model * workload.store_dtype_bytes
+        store += stored
         batches = _batches(p.lengths, p.batch_size)
         longest = max(
             (_batch_bytes(shape, r, t + p.new_tokens, p.logits) for r, t in batches), default=0
@@ -371,7 +372,10 @@ def estimate(
                     + timing.unembed_per_token * r
                 )
             seconds += t * p.repeats
-        rows_out.append({"pass": p.name, "sequences": n, "tokens": p.tokens, "repeats": p.repeats})
+        rows_out.append(
+            {"pass": p.name, "sequences": n, "tokens": p.tokens, "repeats": p.repeats}
+            | {"generated": n * p.new_tokens * p.repeats, "store_bytes": stored}
+        )
     held = workload.held * shape.d_model * 4
     peak = base + shape.weight_bytes + working + held
     return Estimate(

@@ -6,8 +6,9 @@
                    embeddings hand to block 0)
 ``resid_post.{i}`` the output of block ``i``: residual layer ``i + 1``
 ``attn_out.{i}``   what block ``i`` adds to the residual stream after attention (after Gemma's
-                   post-attention norm)
-``mlp_out.{i}``    what block ``i`` adds after its MLP (after Gemma's post-feed-forward norm)
+                   post-attention norm; before the norm of a post-LN encoder's ``LN(x + f(x))``)
+``mlp_out.{i}``    what block ``i`` adds after its MLP (after Gemma's post-feed-forward norm;
+                   before an encoder's norm, so there ``resid_post`` is not the sum)
 ``mlp_act.{i}``    the MLP's hidden activation, the input of its down projection
                    ``[batch, seq, d_mlp]``: one value per neuron (refused for a mixture of
                    experts, which has no one layer of neurons: read ``mlp_out.{i}`` there)
