@@ -101,8 +101,8 @@ class Ablate(Edit):
         self.width = self.unit.shape[0]
 
     def __call__(self, x: Tensor, state: ForwardState) -> Tensor:  # noqa: D102
-        # In float32, rounded once: in half precision a rounded d and three rounded steps would
-        # leave ~1% of a strong component (x . d) along d; one rounding leaves <= eps/2 of |x|.
+        # In float32, rounded once: with a half-precision d and rounded steps, roundings of the
+        # whole (x . d) would stay along d; one rounding of the result leaves <= eps/2 of it.
         xf = x.float()
         d = self._like("unit", self.unit, xf)
         return (xf - (xf @ d).unsqueeze(-1) * d).to(x.dtype)
