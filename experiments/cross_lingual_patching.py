@@ -64,6 +64,12 @@ class PatchingConfig(ExperimentConfig):
             any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers)
         ):
             raise PolylensError("config field layers needs distinct layers >= 0")
+        if self.relations is not None and len(self.relations) < 2:
+            # The control reads a subject of another relation: one relation leaves none.
+            raise PolylensError(
+                "config field relations needs at least two relations (the control patches a "
+                "subject of another relation); add one, or leave relations out for all four"
+            )
 
 
 def build_cases(config: PatchingConfig) -> tuple[list[SwapCase], list[SwapCase]]:

@@ -7,6 +7,7 @@ import pytest
 
 from experiments import EXPERIMENTS, _load_all, run_experiment
 from experiments.base import ExperimentConfig
+from experiments.cross_lingual_patching import PatchingConfig
 from experiments.fields import Range, above, at_least, describe
 from experiments.knowledge_boundary import BoundaryConfig
 from experiments.translation_barrier import BarrierConfig
@@ -24,6 +25,11 @@ def test_every_registered_config_has_a_rule_for_every_field():
 @pytest.mark.parametrize(
     ("cls", "values", "message"),
     [
+        (
+            PatchingConfig,
+            {"relations": ["capital"]},
+            "config field relations needs at least two relations",
+        ),
         (
             TranslationConfig,
             {"n_words": "ten"},
