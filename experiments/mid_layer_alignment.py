@@ -134,7 +134,7 @@ def _summary(curve: torch.Tensor, layers: list[int]) -> dict:
 
 def workload(config: AlignmentConfig, model: LoadedModel) -> Workload:
     """One extraction of every sentence at every layer per pooling (plus mean pooling's one
-    prompt for the shared first residual); the features of all languages are held at once."""
+    prompt for the shared first residual)."""
     sentences, _, _ = _sentences(config)
     prompts = [s for lang in config.langs for s in sentences[lang]]
     passes = [
@@ -147,7 +147,9 @@ def workload(config: AlignmentConfig, model: LoadedModel) -> Workload:
         )
         for pooling in config.poolings
     ]
-    return Workload(tuple(passes), held=2 * len(prompts) * model.n_layers)
+    # The metrics read a chunk of layers at a time (``sim.alignment_metrics``), so what stays in
+    # memory is one extraction's rows, gathered on the host before they are written.
+    return Workload(tuple(passes), held=len(prompts) * model.n_layers)
 
 
 @register(
