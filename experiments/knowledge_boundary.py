@@ -105,7 +105,7 @@ def workload(config: BoundaryConfig, model: LoadedModel) -> Workload:
         rows = [1 if position == "last" else b - a for a, b in spans]
         passes.append(
             forward_pass(
-                model, f"question residuals: {lang}", prompts, batch_size=config.batch_size,
+                model, "question residuals", prompts, batch_size=config.batch_size,
                 stored=tuple(r * model.n_layers for r in rows),
             )
         )  # fmt: skip
@@ -114,7 +114,7 @@ def workload(config: BoundaryConfig, model: LoadedModel) -> Workload:
         if config.labels == "model":
             passes.append(
                 forward_pass(
-                    model, f"labels (the model's answers): {lang}", label_prompts(records)[2],
+                    model, "labels (the model's answers)", label_prompts(records)[2],
                     batch_size=LABEL_BATCH_SIZE, logits="last", new_tokens=LABEL_NEW_TOKENS,
                 )
             )  # fmt: skip

@@ -114,21 +114,30 @@ def describe_plan(plan: Plan) -> str:
     ]
     if e.seconds is not None:
         lines.append(f"  model time        {_duration(e.seconds)} on this machine (estimate)")
-    lines.append("  passes:")
-    for name, (sequences, tokens, repeats) in _grouped(e.passes).items():
-        repeat = f" x {'/'.join(map(str, sorted(repeats)))}" if repeats != {1} else ""
-        lines.append(f"    {name}: {sequences} sequences{repeat}, {tokens:,} tokens")
+    lines.append("  passes:" if e.passes else "  passes:           none (no forward pass)")
+    for name, (sequences, runs, tokens, repeats) in _grouped(e.passes).items():
+        if len(repeats) > 1:  # e.g. candidates stacked a different number of times per language
+            count = f"{runs:,} sequence runs"
+        else:
+            count = f"{sequences:,} sequences" + (f" x {min(repeats)}" if repeats != {1} else "")
+        lines.append(f"    {name}: {count}, {tokens:,} tokens")
     if plan.devices is None and e.peak_bytes > plan.free_bytes:
         lines.append(f"  does not fit: {remedy(plan.dtype)}")
     return "\n".join(lines)
 
 
-def _grouped(passes: tuple[dict, ...]) -> dict[str, tuple[int, int, set[int]]]:
-    """Passes of the same name as one line (e.g. the same pass in every language)."""
-    out: dict[str, tuple[int, int, set[int]]] = {}
+def _grouped(passes: tuple[dict, ...]) -> dict[str, tuple[int, int, int, set[int]]]:
+    """Passes of the same name as one line (e.g. the same pass in every language): sequences,
+    sequences times repeats, tokens and the repeat counts met."""
+    out: dict[str, tuple[int, int, int, set[int]]] = {}
     for p in passes:
-        n, tokens, repeats = out.get(p["pass"], (0, 0, set()))
-        out[p["pass"]] = (n + p["sequences"], tokens + p["tokens"], repeats | {p["repeats"]})
+        n, runs, tokens, repeats = out.get(p["pass"], (0, 0, 0, set()))
+        out[p["pass"]] = (
+            n + p["sequences"],
+            runs + p["sequences"] * p["repeats"],
+            tokens + p["tokens"],
+            repeats | {p["repeats"]},
+        )
     return out
 
 

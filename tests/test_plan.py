@@ -86,7 +86,7 @@ CASES = {
     "refusal-direction": (
         "refusal-direction",
         LLAMA,
-        {"langs": "en", "n_train": 2, "n_val": 2, "n_test": 2, "layer_stride": 2}
+        {"langs": "en", "n_train": 2, "n_val": 1, "n_test": 1, "layer_stride": 2}
         | {"prune_fraction": 0.0, "n_generate": 1, "max_new_tokens": 3, "rows_per_pass": 16},
         ("candidates: ablated", "candidates: added"),
     ),
@@ -121,7 +121,7 @@ def tiny_dirs(tmp_path_factory):
 @pytest.fixture
 def counted(monkeypatch):
     """Tokens every model a run loads reads at its input embedding (pad tokens left out)."""
-    counts = {"tokens": 0}
+    counts, handles = {"tokens": 0}, []
     load = experiments.base.load_model
 
     def counting_load(*args, **kwargs):
@@ -131,12 +131,14 @@ def counted(monkeypatch):
         def count(_module, inputs):
             counts["tokens"] += int((inputs[0] != pad).sum())
 
-        # The model lives for one run: its hook goes with it.
-        model.hf.get_input_embeddings().register_forward_pre_hook(count)
+        # A copy of the model (orthogonalization) copies the hook: its passes count too.
+        handles.append(model.hf.get_input_embeddings().register_forward_pre_hook(count))
         return model
 
     monkeypatch.setattr(experiments.base, "load_model", counting_load)
-    return counts
+    yield counts
+    for handle in handles:
+        handle.remove()
 
 
 def _shards(store: Path) -> tuple[int, int, int]:
@@ -234,3 +236,24 @@ def test_a_run_that_cannot_fit_is_refused_before_its_model_loads(
     # `polylens plan` shows the same shortfall with the estimate
     assert main(["plan", *argv[1:], "--no-timing"]) == 0
     assert "does not fit" in capsys.readouterr().out
+
+
+DATA_FIELDS = [
+    ("latent-language", "words_dir"),
+    ("factual-consistency", "data"),
+    ("refusal-direction", "data"),
+]
+
+
+@pytest.mark.parametrize(("name", "field"), DATA_FIELDS)
+def test_plan_refuses_unreadable_data_as_the_run_does(name, field, tiny_dirs, tmp_path, capsys):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    (bad / "stray.txt").write_text("not the layout\n", encoding="utf-8")
+    argv = ["--model", tiny_dirs(GEMMA), "--langs", "en,fr", f"{field}={bad}"]
+    capsys.readouterr()
+    assert main(["run", name, "--out", str(tmp_path / "out"), *argv]) == 2
+    run_error = capsys.readouterr().err
+    assert main(["plan", name, "--no-timing", *argv]) == 2
+    assert capsys.readouterr().err == run_error
+    assert run_error.startswith("polylens: error: ") and run_error.count("\n") == 1
