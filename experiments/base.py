@@ -35,8 +35,8 @@ from interp.errors import PolylensError
 from interp.model.footprint import (
     format_bytes,
     free_bytes,
+    model_shape,
     placement,
-    planning_model,
     process_bytes,
 )
 from interp.model.models import LoadedModel, load_model
@@ -137,9 +137,9 @@ def check_fits(config: ExperimentConfig) -> None:
     adds the experiment's own working set to this.
     """
     device = run_device(config)
-    model, shape = planning_model(config.model, dtype=config.dtype, on_gpu=on_gpu(config))
+    shape = model_shape(config.model, dtype=config.dtype, on_gpu=on_gpu(config))
     if config.device_map is not None:
-        disk = placement(model, config.max_memory).get("disk", 0)
+        disk = placement(shape, config.max_memory).get("disk", 0)
         if disk and config.offload_folder is None:
             raise PolylensError(
                 f"{config.model}: {format_bytes(disk)} of weights fit on no device and would go "

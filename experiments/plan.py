@@ -88,7 +88,7 @@ def make_plan(name: str, config: ExperimentConfig, *, timed: bool = True) -> Pla
         shape=shape,
         estimate=estimate(shape, workload, timing=timing),
         free_bytes=free_for(config, device),
-        devices=None if config.device_map is None else placement(model, config.max_memory),
+        devices=None if config.device_map is None else placement(shape, config.max_memory),
     )
 
 

@@ -15,23 +15,26 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import psutil
 import torch
 from accelerate import infer_auto_device_map
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PretrainedConfig,
-)
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from interp.errors import PolylensError
-from interp.model.architectures import ADAPTERS
+from interp.model.architectures import adapter_for, get_submodule
 from interp.model.dtypes import resolve_dtype
-from interp.model.models import LoadedModel, checkpoint_dtype, device_keys, model_source
+from interp.model.models import (
+    LoadedModel,
+    checkpoint_dtype,
+    device_keys,
+    first_line,
+    model_class,
+    model_source,
+)
 
 __all__ = [
     "Estimate",
@@ -45,6 +48,7 @@ __all__ = [
     "forward_pass",
     "free_bytes",
     "held_vectors",
+    "model_shape",
     "placement",
     "planning_model",
     "process_bytes",
@@ -61,15 +65,16 @@ class ModelShape:
     model_type: str
     n_params: int
     """Every parameter once (tied embeddings counted once)."""
-    block_params: int
-    """Parameters of one block (all experts of a mixture-of-experts block)."""
-    unembed_params: int
     n_blocks: int
     d_model: int
     vocab: int
     dtype: torch.dtype
     """The compute dtype the load would use."""
     config: PretrainedConfig = field(repr=False, compare=False)
+    meta: nn.Module = field(repr=False, compare=False)
+    """The model on the meta device: shapes, no storage."""
+    source: Path | str = field(repr=False, compare=False)
+    """Where its files are (``model_source``)."""
 
     @property
     def n_layers(self) -> int:
@@ -87,53 +92,54 @@ class ModelShape:
         return self.n_params * self.bytes_per_value
 
 
-def planning_model(
-    spec: str, *, dtype: str | None = "auto", on_gpu: bool | None = None
-) -> tuple[LoadedModel, ModelShape]:
-    """``spec`` as a model on the meta device, with its real tokenizer, and its shape.
+def model_shape(spec: str, *, dtype: str | None = "auto", on_gpu: bool | None = None) -> ModelShape:
+    """The shape of ``spec`` from its ``config.json`` alone (a hub id: over the network).
 
-    Reads ``config.json`` and the tokenizer only (a hub id: over the network); an embedded model
-    or a GGUF file not yet converted is converted first (once). ``dtype`` as ``load_model``
-    takes it. The model tokenizes, applies its chat template and knows its layers, so an
-    experiment plans its prompts with the code that builds them; a forward pass fails.
+    An embedded model or a GGUF file not yet converted is converted first (once). ``dtype`` as
+    ``load_model`` takes it; ``on_gpu`` (default: whether CUDA is available) is what ``auto``
+    follows. The model class is the one ``load_model`` would build.
     """
     source, name = model_source(spec, weights=False)
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PolylensError(f"cannot read the config of {spec!r} ({first})") from None
+        raise PolylensError(f"cannot read the config of {spec!r} ({first_line(e)})") from None
     checkpoint = checkpoint_dtype(source) if not isinstance(source, str) else config.dtype
     gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
     compute = resolve_dtype(dtype, on_gpu=gpu, checkpoint=checkpoint)
-    adapter = ADAPTERS.get(config.model_type)
+    auto, options = model_class(config)
     with torch.device("meta"):
-        if adapter is not None and not adapter.causal:
-            # As load_model builds an encoder: the bare body, no head or pooler.
-            hf = AutoModel.from_config(config, dtype=compute, add_pooling_layer=False)
-        else:
-            hf = AutoModelForCausalLM.from_config(config, dtype=compute)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PolylensError(f"cannot read the tokenizer of {spec!r} ({first})") from None
-    model = LoadedModel(hf, tokenizer, name)
-    blocks = model.blocks
-    unembed = model.unembed.parameters() if model.causal else ()
+        hf = auto.from_config(config, dtype=compute, **options)
     text = config.get_text_config()
-    return model, ModelShape(
+    return ModelShape(
         name=name,
         model_type=config.model_type,
         n_params=sum(p.numel() for p in hf.parameters()),
-        block_params=sum(p.numel() for p in blocks[0].parameters()),
-        unembed_params=sum(p.numel() for p in unembed),
-        n_blocks=len(blocks),
+        n_blocks=len(get_submodule(hf, adapter_for(config.model_type).blocks)),
         d_model=text.hidden_size,
         vocab=text.vocab_size,
         dtype=compute,
         config=config,
+        meta=hf,
+        source=source,
     )
+
+
+def planning_model(
+    spec: str, *, dtype: str | None = "auto", on_gpu: bool | None = None
+) -> tuple[LoadedModel, ModelShape]:
+    """``spec`` as a model on the meta device, with its real tokenizer, and its shape.
+
+    ``model_shape`` plus the tokenizer: the model tokenizes, applies its chat template and
+    knows its layers, so an experiment plans its prompts with the code that builds them; a
+    forward pass fails.
+    """
+    shape = model_shape(spec, dtype=dtype, on_gpu=on_gpu)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(shape.source)
+    except (OSError, ValueError) as e:
+        raise PolylensError(f"cannot read the tokenizer of {spec!r} ({first_line(e)})") from None
+    return LoadedModel(shape.meta, tokenizer, shape.name), shape
 
 
 @dataclass(frozen=True)
@@ -171,18 +177,18 @@ class Pass:
         return sum(self.stored)
 
 
-def placement(model: LoadedModel, max_memory: dict | None = None) -> dict[str, int]:
-    """Bytes of weights per device that ``device_map="auto"`` would give ``model`` (a meta model).
+def placement(shape: ModelShape, max_memory: dict | None = None) -> dict[str, int]:
+    """Bytes of weights per device that ``device_map="auto"`` would give the model.
 
     accelerate's own placement rule (``infer_auto_device_map``: fill the GPUs in order, then
-    the CPU, then the disk), on the meta device, so a 70B model's map takes milliseconds.
+    the CPU, then the disk), on the meta model, so a 70B model's map takes milliseconds.
     """
-    hf = model.hf
+    hf = shape.meta
     device_map = infer_auto_device_map(
         hf,
         max_memory=device_keys(max_memory),
         no_split_module_classes=getattr(hf, "_no_split_modules", None) or [],
-        dtype=model.dtype,
+        dtype=shape.dtype,
     )
     sizes: dict[str, int] = {}
     for name, p in hf.named_parameters():

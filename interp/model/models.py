@@ -27,6 +27,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -45,7 +46,7 @@ from interp.model.convert import (
 from interp.model.dtypes import resolve_dtype
 from interp.model.placement import execution_device, main_device, materialized_state
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_source"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_class", "model_source"]
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +478,7 @@ def load_model(
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         # Damaged or foreign files surface here as library errors several frames deep.
         raise PolylensError(
-            f"could not load the model in {directory} ({_first_line(e)}); "
+            f"could not load the model in {directory} ({first_line(e)}); "
             "check that it is a complete Hugging Face model directory"
         ) from None
     return LoadedModel(hf, tokenizer, name)
@@ -499,7 +500,7 @@ def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
             return convert_gguf_cached(path, gguf_cache_dir(path)), path.stem
         except (OSError, ValueError, KeyError) as e:
             raise PolylensError(
-                f"could not convert {path} ({_first_line(e)}); is it a complete GGUF model?"
+                f"could not convert {path} ({first_line(e)}); is it a complete GGUF model?"
             ) from None
     if path.is_dir():
         _check_model_dir(path, weights=weights)
@@ -517,7 +518,8 @@ def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
 _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -538,7 +540,7 @@ def _check_model_dir(path: Path, *, weights: bool = True) -> None:
         values = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PolylensError(
-            f"{config} is not valid JSON ({_first_line(e)}); restore the model's config.json"
+            f"{config} is not valid JSON ({first_line(e)}); restore the model's config.json"
         ) from None
     if not isinstance(values, dict) or "model_type" not in values:
         raise PolylensError(
@@ -578,18 +580,25 @@ def checkpoint_dtype(directory: Path) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def _from_pretrained(source: Path | str, **kwargs: object) -> PreTrainedModel:
-    """A causal LM with its head, or, for an encoder family, the bare encoder.
+def model_class(config: PretrainedConfig) -> tuple[type, dict]:
+    """The auto class a model of ``config`` loads with, and the options it takes.
 
-    An encoder loads with ``AutoModel`` and without its pooler: every analysis that reads one
-    needs only the body, which every checkpoint of the family has (masked-LM checkpoints such
-    as mBERT and XLM-R, and sentence encoders, which ship no masked-LM head), while a head or
-    pooler missing from a checkpoint would load random and change the fingerprint every load.
+    A causal LM with its head, or, for an encoder family, the bare encoder without its pooler:
+    every analysis that reads one needs only the body, which every checkpoint of the family has
+    (masked-LM checkpoints such as mBERT and XLM-R, and sentence encoders, which ship no
+    masked-LM head), while a head or pooler missing from a checkpoint would load random and
+    change the fingerprint every load.
     """
-    adapter = ADAPTERS.get(AutoConfig.from_pretrained(source).model_type)
+    adapter = ADAPTERS.get(config.model_type)
     if adapter is not None and not adapter.causal:
-        return AutoModel.from_pretrained(source, add_pooling_layer=False, **kwargs)
-    return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return AutoModel, {"add_pooling_layer": False}
+    return AutoModelForCausalLM, {}
+
+
+def _from_pretrained(source: Path | str, **kwargs: object) -> PreTrainedModel:
+    """The model in ``source``, loaded with the class ``model_class`` names."""
+    auto, options = model_class(AutoConfig.from_pretrained(source))
+    return auto.from_pretrained(source, **options, **kwargs)
 
 
 def _placed(hf: PreTrainedModel, device: torch.device, placement: dict) -> PreTrainedModel:
@@ -612,7 +621,7 @@ def _from_hub(
             placement,
         )
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise PolylensError(
             f"could not load hub model {repo_id!r} (offline or not found: {first}); "
             "pass a local directory or a .gguf file instead"
