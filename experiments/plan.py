@@ -108,9 +108,8 @@ def describe_plan(plan: Plan) -> str:
         f"  activation store  {format_bytes(e.store_bytes)} on disk",
         f"  peak memory       {format_bytes(e.peak_bytes)} "
         f"({format_bytes(plan.free_bytes)} free now)",
-        f"  tokens forward    {e.tokens_forward:,}" + f" (+ {e.tokens_generated:,} generated)"
-        if e.tokens_generated
-        else f"  tokens forward    {e.tokens_forward:,}",
+        f"  tokens forward    {e.tokens_forward:,}"
+        + (f" (+ {e.tokens_generated:,} generated)" if e.tokens_generated else ""),
     ]
     if e.seconds is not None:
         lines.append(f"  model time        {_duration(e.seconds)} on this machine (estimate)")
