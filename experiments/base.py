@@ -32,6 +32,7 @@ from interp.checks import check_device, nearest_existing, read_text_file
 from interp.data import DEFAULT_LANGS
 from interp.data.languages import check_langs
 from interp.errors import PolylensError
+from interp.model.dtypes import dtype_name
 from interp.model.footprint import (
     format_bytes,
     free_bytes,
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+ENCODER_EXPERIMENTS = (
+    "mid-layer-alignment, embedding-geometry, language-neurons or knowledge-boundary"
+)
+"""The experiments that read an encoder (no next-token logits needed), for its refusals."""
 
 
 @dataclass
@@ -125,7 +130,7 @@ class ExperimentConfig:
     def check_model(self, model: LoadedModel) -> None:
         """Refuse a model the run cannot read: an encoder where it needs next-token logits."""
         if self.needs_next_token is not None:
-            model.require_next_token(self.needs_next_token)
+            model.require_next_token(self.needs_next_token, remedy=f"use {ENCODER_EXPERIMENTS}")
 
 
 def check_fits(config: ExperimentConfig) -> None:
@@ -149,7 +154,7 @@ def check_fits(config: ExperimentConfig) -> None:
     held = process_bytes() if torch.device(device).type == "cpu" else 0
     need, free = shape.weight_bytes + held, free_for(config, device)
     if need > free:
-        dtype = str(shape.dtype).removeprefix("torch.")
+        dtype = dtype_name(shape.dtype)
         raise PolylensError(
             f"{config.model} needs about {format_bytes(need)} in {dtype} "
             f"({format_bytes(shape.weight_bytes)} of weights) and {format_bytes(free)} are "

@@ -137,16 +137,12 @@ def workload(config: AlignmentConfig, model: LoadedModel) -> Workload:
     prompt for the shared first residual)."""
     sentences, _, _ = _sentences(config)
     prompts = [s for lang in config.langs for s in sentences[lang]]
-    passes = [
-        forward_pass(
-            model,
-            f"{pooling} features",
-            prompts,
-            batch_size=config.batch_size,
-            stored=model.n_layers,
-        )
-        for pooling in config.poolings
-    ]
+    passes = []
+    for pooling in config.poolings:
+        options = dict(batch_size=config.batch_size, stored=model.n_layers)
+        passes.append(forward_pass(model, f"{pooling} features", prompts, **options))
+        if sim.drops_first_token(model, prompts, pooling):
+            passes.append(forward_pass(model, "shared first residual", prompts[:1], **options))
     # The metrics read a chunk of layers at a time (``sim.alignment_metrics``), so what stays in
     # memory is one extraction's rows, gathered on the host before they are written.
     return Workload(tuple(passes), held=len(prompts) * model.n_layers)

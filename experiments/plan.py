@@ -8,7 +8,6 @@ asks ``experiments.base.check_fits`` (the weights alone) before its model loads.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -18,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from experiments import Experiment, get_experiment
+import torch
+
+from experiments import get_experiment
 from experiments.base import ExperimentConfig, free_for, on_gpu, remedy, run_device
 from interp.errors import PolylensError
+from interp.model.dtypes import dtype_name
 from interp.model.footprint import (
     Estimate,
     ModelShape,
@@ -31,8 +33,6 @@ from interp.model.footprint import (
     placement,
     planning_model,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,27 +66,23 @@ class Plan:
         }
 
 
-def _workload(experiment: Experiment, config: ExperimentConfig, model) -> Workload:
-    if experiment.workload is None:
-        return Workload(passes=())
-    return experiment.workload(config, model)
-
-
 def make_plan(name: str, config: ExperimentConfig, *, timed: bool = True) -> Plan:
     """The plan of running ``name`` with ``config``; ``timed`` adds this machine's time."""
     experiment = get_experiment(name)
     device = run_device(config)
     model, shape = planning_model(config.model, dtype=config.dtype, on_gpu=on_gpu(config))
     config.check_model(model)  # an encoder is refused as the run refuses it, in one line
-    workload = _workload(experiment, config, model)
+    workload = experiment.workload(config, model) if experiment.workload else Workload(())
     timing = calibrate(shape, device) if timed else None
+    # On a GPU the peak is the device's; the host process's own memory is not on it.
+    base = 0 if torch.device(device).type == "cuda" else None
     return Plan(
         name=name,
         model=config.model,
-        dtype=str(shape.dtype).removeprefix("torch."),
+        dtype=dtype_name(shape.dtype),
         device=device if config.device_map is None else f"device_map={config.device_map}",
         shape=shape,
-        estimate=estimate(shape, workload, timing=timing),
+        estimate=estimate(shape, workload, timing=timing, base_bytes=base),
         free_bytes=free_for(config, device),
         devices=None if config.device_map is None else placement(shape, config.max_memory),
     )
@@ -171,13 +167,16 @@ def measure_plan(
             argv += ["--config", str(profile)] if profile else []
             argv += [f"store={tmp}/store", f"out={tmp}/out"]
             argv += [f"device={device}"] if device else []
+            log_path = Path(tmp, "stderr.txt")
             start = time.perf_counter()
-            child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            _, status, usage = os.wait4(child.pid, 0)
+            # stderr to a file, not a pipe: the run's progress bars would fill a pipe nobody
+            # reads until the child ends, and the child would wait on it for ever.
+            with log_path.open("wb") as log_file:
+                child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log_file)
+                _, status, usage = os.wait4(child.pid, 0)
             seconds = time.perf_counter() - start
-            error = child.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
-            child.stderr.close()
             if status != 0:
+                error = log_path.read_text(errors="replace").strip().splitlines()[-1:]
                 raise PolylensError(f"{name} failed while measuring its plan: {error}")
             store = sum(f.stat().st_size for f in Path(tmp, "store").rglob("*") if f.is_file())
         e = plan.estimate

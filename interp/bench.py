@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from interp.extract import extract
+from interp.model.dtypes import dtype_name
 from interp.model.models import LoadedModel, load_model
 from interp.timing import interleaved, megabytes
 
@@ -81,7 +82,7 @@ def bench_extract(
     return {
         "model": model.name,
         "device": str(model.device),
-        "dtype": str(model.dtype).removeprefix("torch."),
+        "dtype": dtype_name(model.dtype),
         "n_prompts": n_prompts,
         "layers": model.n_layers,
         "positions": "last",

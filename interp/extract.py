@@ -307,6 +307,7 @@ def extract_to_store(
     key = entry_key(meta)
     if store.is_complete(key):
         return store.load(key)
+    get_backend(backend, plan.model)  # refused before the entry's directory is made
     rank, world = _rank_and_world()
     store.begin_entry(key, plan.prompts)
     n = len(plan.prompts)

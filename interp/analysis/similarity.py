@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -51,7 +52,7 @@ from torch import Tensor
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.model.models import LoadedModel
-from interp.storage.activations import READ_BUDGET, Activations
+from interp.storage.activations import READ_BUDGET, Activations, layer_slices
 from interp.storage.store import ActivationStore
 
 __all__ = [
@@ -89,11 +90,6 @@ def center(x: Features) -> Features:
 
 def _as_float(x: Tensor) -> Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def _layer_chunks(n_layers: int, per_layer_bytes: int, budget: int) -> list[slice]:
-    size = max(1, min(n_layers, budget // max(1, per_layer_bytes)))
-    return [slice(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]
 
 
 def _unit_by_layer(x: Features) -> Float[Tensor, "layer lang item d_model"]:
@@ -211,7 +207,7 @@ def _retrieval(
     p_cos = u.new_empty(n_layer, n_lang, n_lang)
     p_margin = u.new_empty(n_layer, n_lang, n_lang)
     per_layer = (n_lang * n) ** 2 * u.element_size()
-    for chunk in _layer_chunks(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
+    for chunk in layer_slices(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
         flat = u[chunk].flatten(1, 2)
         # One Gram matrix of every sentence of every language per layer; it is symmetric, so
         # viewed as [l, b, j, a, i] it also reads "query (a, i), candidate (b, j)".
@@ -232,7 +228,7 @@ def centred_gram(
     n_lang, n_layer, n, d = x.shape
     out = torch.empty(n_lang, n_layer, n, n, dtype=torch.float64, device=x.device)
     per_layer = n_lang * n * d * 8
-    for chunk in _layer_chunks(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
+    for chunk in layer_slices(n_layer, per_layer, min(budget, _STREAM_BUDGET)):
         xd = x[:, chunk].double()
         gram = xd @ xd.transpose(-1, -2)
         # Centring the features is double-centring their Gram matrix: K - row means - column
@@ -289,7 +285,7 @@ def svcca_from_gram(
     out = q.new_empty(n_layer, n_lang, n_lang)
     min_k = torch.minimum(kept[:, None], kept[None, :]).permute(2, 0, 1).to(q.dtype)
     per_layer = 2 * n_lang * n_lang * width * width * q.element_size()
-    for chunk in _layer_chunks(n_layer, per_layer, budget):
+    for chunk in layer_slices(n_layer, per_layer, budget):
         cross = torch.einsum("alik,blim->labkm", q[:, chunk], q[:, chunk])
         # Singular values as square roots of the eigenvalues of cross^T cross: LAPACK's SVD
         # converges slowly on these zero-padded products, the symmetric solver does not.
@@ -366,6 +362,18 @@ def pair_metrics(
     }
 
 
+def drops_first_token(model: LoadedModel, prompts: Sequence[str], pooling: str) -> bool:
+    """Whether ``pooling`` over ``prompts`` leaves their shared leading special token out.
+
+    A decoder's mean does, when every prompt starts with the same BOS-like token (its residual
+    is the same everywhere and can be orders of magnitude larger); an encoder's never does.
+    """
+    if pooling != "mean" or not model.causal:
+        return False
+    firsts = {row[0] for row in model.tokenize(prompts)}
+    return len(firsts) == 1 and firsts <= _bos_ids(model)
+
+
 def _bos_ids(model: LoadedModel) -> set[int]:
     return set(model.tokenizer.all_special_ids)
 
@@ -383,11 +391,6 @@ class ParallelActivations:
     langs: list[str]
     first: Float[Tensor, "1 layer d_model"] | None = None
     lengths: Float[Tensor, "prompt 1 1"] | None = None
-
-    @property
-    def layers(self) -> list[int]:
-        """The model layers of the second axis of ``features()``."""
-        return self.acts.layers
 
     def chunks(self, *, budget: int | None = READ_BUDGET) -> Iterator[tuple[slice, Features]]:
         """Features ``[lang, k, item, d_model]`` of ``k`` consecutive layers at a time.
@@ -413,7 +416,7 @@ def parallel_activations(
     *,
     pooling: str,
     batch_size: int = 16,
-    store: ActivationStore | None = None,
+    store: ActivationStore | str | Path | None = None,
     progress: bool = False,
 ) -> ParallelActivations:
     """Residuals of parallel sentences at every layer, read from the store a chunk at a time.
@@ -440,16 +443,13 @@ def parallel_activations(
     prompts = [s for lang in langs for s in sentences[lang]]
     options = dict(layers="all", batch_size=batch_size, store=store, progress=progress)
     acts = extract(model, prompts, positions=pooling, **options)
-    if pooling == "mean" and model.causal:
-        ids = model.tokenize(prompts)
-        firsts = {row[0] for row in ids}
-        if len(firsts) == 1 and firsts <= _bos_ids(model):
-            lengths = torch.tensor([len(row) for row in ids], dtype=acts.dtype)
-            if int(lengths.min()) < 2:
-                raise PolylensError("a sentence tokenizes to its special token alone")
-            # Position 0 sees only itself: one prompt gives every prompt's first residual.
-            first = extract(model, prompts[:1], positions=0, **options).tensor
-            return ParallelActivations(acts, langs, first, lengths[:, None, None])
+    if drops_first_token(model, prompts, pooling):
+        lengths = torch.tensor([len(row) for row in model.tokenize(prompts)], dtype=acts.dtype)
+        if int(lengths.min()) < 2:
+            raise PolylensError("a sentence tokenizes to its special token alone")
+        # Position 0 sees only itself: one prompt gives every prompt's first residual.
+        first = extract(model, prompts[:1], positions=0, **options).tensor
+        return ParallelActivations(acts, langs, first, lengths[:, None, None])
     return ParallelActivations(acts, langs)
 
 

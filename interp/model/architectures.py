@@ -159,7 +159,6 @@ _XGLM = Adapter(
     mlp_out="fc2",
     mlp_down="fc2",
     attn_write="self_attn.out_proj",
-    extra_embeds=("model.embed_positions",),
     orthogonalize_refusal=(
         "adds fixed sinusoidal position vectors (a table, not a weight) to its embeddings, so "
         "projected weights still hand block 0 a component along the direction"

@@ -179,8 +179,13 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name``, or an error listing the known ones."""
+def get_backend(name: str, model: LoadedModel | None = None) -> Backend:
+    """The backend called ``name``, or an error listing the known ones.
+
+    With ``model``, a backend that cannot run its architecture is refused too (``check_backend``).
+    """
     if name not in BACKENDS:
         raise PolylensError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    if model is not None:
+        check_backend(model, name)
     return BACKENDS[name]

@@ -23,6 +23,11 @@ def parse_dtype(dtype: str | torch.dtype, *, what: str = "dtype") -> torch.dtype
     return DTYPES[dtype]
 
 
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """The name ``DTYPES`` uses for a dtype (``torch.bfloat16`` -> ``bfloat16``)."""
+    return str(dtype).removeprefix("torch.")
+
+
 AUTO = "auto"
 """The compute dtype that follows the machine: the checkpoint's own on a GPU, float32 on a CPU."""
 
@@ -44,5 +49,5 @@ def resolve_dtype(
         return parse_dtype(dtype)
     if not on_gpu:
         return torch.float32
-    name = str(checkpoint).removeprefix("torch.") if checkpoint is not None else None
+    name = dtype_name(checkpoint) if checkpoint is not None else None
     return DTYPES.get(name, torch.float32)

@@ -20,7 +20,6 @@ from typing import Literal
 
 import psutil
 import torch
-from accelerate import infer_auto_device_map
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
@@ -104,9 +103,8 @@ def model_shape(spec: str, *, dtype: str | None = "auto", on_gpu: bool | None = 
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as e:
         raise PolylensError(f"cannot read the config of {spec!r} ({first_line(e)})") from None
-    checkpoint = checkpoint_dtype(source) if not isinstance(source, str) else config.dtype
     gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
-    compute = resolve_dtype(dtype, on_gpu=gpu, checkpoint=checkpoint)
+    compute = resolve_dtype(dtype, on_gpu=gpu, checkpoint=checkpoint_dtype(config))
     auto, options = model_class(config)
     with torch.device("meta"):
         hf = auto.from_config(config, dtype=compute, **options)
@@ -183,6 +181,8 @@ def placement(shape: ModelShape, max_memory: dict | None = None) -> dict[str, in
     accelerate's own placement rule (``infer_auto_device_map``: fill the GPUs in order, then
     the CPU, then the disk), on the meta model, so a 70B model's map takes milliseconds.
     """
+    from accelerate import infer_auto_device_map  # only a device map needs it
+
     hf = shape.meta
     device_map = infer_auto_device_map(
         hf,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -43,7 +42,7 @@ from interp.model.convert import (
     embedded_dir,
     gguf_cache_dir,
 )
-from interp.model.dtypes import resolve_dtype
+from interp.model.dtypes import dtype_name, resolve_dtype
 from interp.model.placement import execution_device, main_device, materialized_state
 
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_class", "model_source"]
@@ -53,8 +52,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gemma-3-270m"
 # A stated context length at least this large is transformers' "no limit" placeholder (1e30).
 _NO_LIMIT = 10**9
-ENCODER_ANALYSES = "mid-layer-alignment, embedding-geometry, language-neurons or knowledge-boundary"
-"""The experiments that read an encoder (no next-token logits needed), for its refusals."""
 
 
 @dataclass
@@ -127,14 +124,14 @@ class LoadedModel:
 
         Args:
             what: the analysis, for the message (``"the logit lens"``).
-            remedy: what to do instead (default: the experiments that read an encoder).
+            remedy: what to do instead (default: read its layers, which an encoder has).
         """
         if self.causal:
             return
         raise PolylensError(
             f"model {self.name!r} is an encoder ({self.hf.config.model_type}): {what} needs "
             "next-token logits, which an encoder does not predict; "
-            + (remedy or f"use {ENCODER_ANALYSES}")
+            + (remedy or "read its layers instead (extraction, similarity, probes, neurons)")
         )
 
     @property
@@ -220,10 +217,6 @@ class LoadedModel:
                     f"{self.name!r} reads at once; {remedy}"
                 )
 
-    @cached_property
-    def _forward_parameters(self) -> frozenset[str]:
-        return frozenset(inspect.signature(self.hf.forward).parameters)
-
     @property
     def device(self) -> torch.device:
         """Where inputs go and results are gathered: where the embedding computes.
@@ -262,7 +255,7 @@ class LoadedModel:
         return {
             "name": self.name,
             "fingerprint": self.fingerprint,
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": dtype_name(self.dtype),
         }
 
     # -- text in ----------------------------------------------------------------------------
@@ -362,10 +355,9 @@ class LoadedModel:
         self.require_next_token("LoadedModel.logits")
         # Only the last position's logits: a 262k-token vocabulary at every position would
         # cost more than the blocks (and B x T x V floats of memory).
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in self._forward_parameters else {}
         parts = [
             out.logits[:, -1].float()
-            for _, out in self.forward_batches(prompts, batch_size=batch_size, **keep)
+            for _, out in self.forward_batches(prompts, batch_size=batch_size, logits_to_keep=1)
         ]
         return torch.cat(parts)
 
@@ -463,25 +455,38 @@ def load_model(
             placement["offload_folder"] = str(offload_folder)
     source, name = model_source(spec)
     if isinstance(source, str):
-        return _from_hub(
-            source, device, lambda c: resolve_dtype(dtype, on_gpu=on_gpu, checkpoint=c), placement
-        )
-    directory = source
-    torch_dtype = resolve_dtype(dtype, on_gpu=on_gpu, checkpoint=checkpoint_dtype(directory))
+        try:
+            return _load(source, name, dtype, on_gpu, device, placement)
+        except OSError as e:
+            raise PolylensError(
+                f"could not load hub model {source!r} (offline or not found: {first_line(e)}); "
+                "pass a local directory or a .gguf file instead"
+            ) from None
     try:
-        hf = _placed(
-            _from_pretrained(directory, dtype=torch_dtype, **placement),
-            device,
-            placement,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        return _load(source, name, dtype, on_gpu, device, placement)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         # Damaged or foreign files surface here as library errors several frames deep.
         raise PolylensError(
-            f"could not load the model in {directory} ({first_line(e)}); "
+            f"could not load the model in {source} ({first_line(e)}); "
             "check that it is a complete Hugging Face model directory"
         ) from None
-    return LoadedModel(hf, tokenizer, name)
+
+
+def _load(
+    source: Path | str,
+    name: str,
+    dtype: str | torch.dtype | None,
+    on_gpu: bool,
+    device: torch.device,
+    placement: dict,
+) -> LoadedModel:
+    """The config read once, then the weights in the resolved dtype and class, the tokenizer."""
+    config = AutoConfig.from_pretrained(source)
+    torch_dtype = resolve_dtype(dtype, on_gpu=on_gpu, checkpoint=checkpoint_dtype(config))
+    auto, options = model_class(config)
+    hf = auto.from_pretrained(source, config=config, dtype=torch_dtype, **options, **placement)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return LoadedModel(_placed(hf, device, placement), tokenizer, name)
 
 
 def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
@@ -568,16 +573,12 @@ def device_keys(max_memory: dict | None) -> dict | None:
     return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in max_memory.items()}
 
 
-def checkpoint_dtype(directory: Path) -> str | None:
-    """The dtype a model directory's config.json states its weights in (None if it states none)."""
-    try:
-        values = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None  # loading the model reports the damage
-    text = values.get("dtype") or values.get("torch_dtype")
-    if text is None:  # a multimodal wrapper states it on its text model
-        text = (values.get("text_config") or {}).get("dtype")
-    return text if isinstance(text, str) else None
+def checkpoint_dtype(config: PretrainedConfig) -> torch.dtype | None:
+    """The dtype a checkpoint's config states its weights in; None where it states none.
+
+    A multimodal wrapper states it on its text model.
+    """
+    return config.dtype or config.get_text_config().dtype
 
 
 def model_class(config: PretrainedConfig) -> tuple[type, dict]:
@@ -595,35 +596,6 @@ def model_class(config: PretrainedConfig) -> tuple[type, dict]:
     return AutoModelForCausalLM, {}
 
 
-def _from_pretrained(source: Path | str, **kwargs: object) -> PreTrainedModel:
-    """The model in ``source``, loaded with the class ``model_class`` names."""
-    auto, options = model_class(AutoConfig.from_pretrained(source))
-    return auto.from_pretrained(source, **options, **kwargs)
-
-
 def _placed(hf: PreTrainedModel, device: torch.device, placement: dict) -> PreTrainedModel:
     """The loaded model on ``device``, unless accelerate placed it from a device map."""
     return hf if placement else hf.to(device)
-
-
-def _from_hub(
-    repo_id: str,
-    device: torch.device,
-    dtype_of: Callable[[object], torch.dtype],
-    placement: dict,
-) -> LoadedModel:
-    try:
-        dtype = dtype_of(getattr(AutoConfig.from_pretrained(repo_id), "dtype", None))
-        tokenizer = AutoTokenizer.from_pretrained(repo_id)
-        hf = _placed(
-            _from_pretrained(repo_id, dtype=dtype, **placement),
-            device,
-            placement,
-        )
-    except OSError as e:
-        first = first_line(e)
-        raise PolylensError(
-            f"could not load hub model {repo_id!r} (offline or not found: {first}); "
-            "pass a local directory or a .gguf file instead"
-        ) from None
-    return LoadedModel(hf, tokenizer, repo_id)

@@ -43,6 +43,12 @@ class RowSource(Protocol):
         """Copy every row's sites ``sites`` into ``out`` (any device and dtype)."""
 
 
+def layer_slices(n_layers: int, per_layer_bytes: int, budget: int) -> list[slice]:
+    """Consecutive layers in slices of at most ``budget`` bytes (at least one layer each)."""
+    size = max(1, min(n_layers, budget // max(1, per_layer_bytes)))
+    return [slice(s, min(s + size, n_layers)) for s in range(0, n_layers, size)]
+
+
 class Activations:
     """Activations of a prompt list: ``flat`` rows grouped per prompt by ``offsets``.
 
@@ -181,9 +187,7 @@ class Activations:
         self._one_row_per_prompt()
         rows, n, width = self.shape
         per_layer = rows * width * self.dtype.itemsize
-        size = n if budget is None else max(1, min(n, budget // max(1, per_layer)))
-        for start in range(0, n, size):
-            span = slice(start, min(start + size, n))
+        for span in layer_slices(n, per_layer, n * per_layer if budget is None else budget):
             yield span, self._sites(span)
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Activations:
