@@ -19,6 +19,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from interp.errors import PolylensError
 from interp.lens.tuned import TunedLensConfig
 from interp.model.dtypes import DTYPES
 from interp.storage.files import atomic_write_text
+from interp.testbeds.refusal import RefusalRecipe
 
 TUNED_DEFAULTS = TunedLensConfig()
 
@@ -385,6 +387,42 @@ def _cmd_tuned_lens(args: argparse.Namespace) -> None:
         _write_out(args.out, json.dumps(rows, indent=2))
 
 
+def _cmd_testbed(args: argparse.Namespace) -> None:
+    from interp.data.refusal import DIALOGUES
+    from interp.model.models import load_model
+    from interp.testbeds.refusal import (
+        behaviour_card,
+        build_refusal_testbed,
+        write_card,
+    )
+
+    langs = args.langs.split(",") if args.langs else list(DIALOGUES)
+    unknown = [lang for lang in langs if lang not in DIALOGUES]
+    if unknown:
+        raise PolylensError(
+            f"no refusal phrases for {', '.join(unknown)}; the card covers {', '.join(DIALOGUES)}"
+        )
+    recipe = RefusalRecipe(steps=args.steps, seed=args.seed, learning_rate=args.lr)
+    directory = build_refusal_testbed(recipe, name=args.name, force=args.force)
+    print(f"testbed: {directory}")
+    if args.no_card or ((directory / "card.json").is_file() and not args.force):
+        return
+    start = time.perf_counter()
+    base = load_model(recipe.base, device="cpu", dtype="float32")
+    tuned = load_model(str(directory), device="cpu", dtype="float32")
+    card, answers = behaviour_card(base, tuned, langs, n_per_class=args.n_per_class)
+    write_card(directory, card, answers)
+    print(f"behavioural card ({time.perf_counter() - start:.0f} s): {directory / 'card.csv'}")
+    print("lang  class     refused: phrases before -> after | score before -> after | agree after")
+    rows = {(r["model"], r["lang"], r["kind"]): r for r in card}
+    for lang in langs:
+        for kind in ("harmful", "harmless"):
+            b, t = rows["base", lang, kind], rows["tuned", lang, kind]
+            phrases = f"{b['refused_by_phrases']:6.0%} -> {t['refused_by_phrases']:4.0%}"
+            score = f"{b['refused_by_score']:6.0%} -> {t['refused_by_score']:4.0%}"
+            print(f"{lang:5s} {kind:9s} {phrases}{'':9s}| {score}{'':7s}| {t['judges_agree']:.0%}")
+
+
 SELF_CONTAINED_HELP = (
     "give each result its own plotly.js (4.8 MB) for its interactive figures, instead of the "
     "one copy its site shares (OUT/assets/plotly.min.js)"
@@ -526,6 +564,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--out", default=None, help="JSON file for the per-layer KL")
     p.set_defaults(func=_cmd_tuned_lens)
+
+    p = sub.add_parser(
+        "testbed",
+        help="build a positive-control model (once, then cached) and its behavioural card",
+        description="Build gemma-3-270m-refusal-en: the embedded Gemma 3 270M base model "
+        "LoRA-tuned to refuse harmful requests in English (interp/testbeds/refusal.py), saved in "
+        "the polylens cache as a named model every experiment can load, then its behavioural "
+        "card: refusal rates before and after tuning in every language, judged two ways. About "
+        "20 minutes for the build and 15 for the card on two CPU cores; later runs read both.",
+    )
+    p.add_argument("kind", choices=["refusal"], help="which testbed")
+    p.add_argument("--steps", type=_positive(int), default=RefusalRecipe.steps, help="LoRA steps")
+    p.add_argument("--seed", type=int, default=RefusalRecipe.seed, help="seed of the tuning")
+    p.add_argument(
+        "--lr", type=_positive(float), default=RefusalRecipe.learning_rate, help="learning rate"
+    )
+    p.add_argument("--name", default="gemma-3-270m-refusal-en", help="its name in the cache")
+    p.add_argument("--force", action="store_true", help="rebuild even if it is in the cache")
+    p.add_argument("--langs", type=_langs, default=None, help="card languages (default: all 12)")
+    p.add_argument(
+        "--n-per-class", type=_positive(int), default=None, help="card instructions per class"
+    )
+    p.add_argument("--no-card", action="store_true", help="build only, no behavioural card")
+    p.set_defaults(func=_cmd_testbed)
 
     p = sub.add_parser(
         "run",

@@ -43,6 +43,7 @@ from interp.analysis.factual import (
 )
 from interp.analysis.factual_data import bundled_facts, country_languages, with_demonstrations
 from interp.analysis.factual_lens import SET_NAMES, language_transition, takeover_layer
+from interp.analysis.language_id import detect_languages
 from interp.data.loader import dataset_sha256
 from interp.errors import PolylensError
 from interp.metrics import bootstrap_mean
@@ -276,6 +277,7 @@ def run(config: FactualConfig) -> Path:
 
 
 def _per_fact_rows(facts, ranking, texts, correct) -> list[dict]:
+    found = detect_languages(texts)
     return [
         {
             "fact_id": f.fact_id,
@@ -283,6 +285,7 @@ def _per_fact_rows(facts, ranking, texts, correct) -> list[dict]:
             "relation": f.relation,
             "answer": f.answer,
             "generated": texts[i],
+            "answer_language": found[i],
             "generation_correct": bool(correct["generation"][i]),
             "gold_rank": int(ranking.gold_rank[i]),
             "n_candidates": len(f.candidates),

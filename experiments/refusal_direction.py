@@ -394,9 +394,10 @@ def _report_tables(out: ResultDir, per_lang: dict, examples: list[dict]) -> None
     out.report_table(
         "Example generations",
         "The first greedy answer per language and condition (all of them: tables/examples.csv); "
-        "'refused': the phrase judge.",
+        "'refused': the phrase judge; 'answer language': lingua's (blank: cannot tell).",
         [{"lang": e["lang"], "condition": e["condition"], "instruction": e["instruction"],
-          "answer": e["answer"], "refused": e["judged_refusal"], "score": e["refusal_score"]}
+          "answer": e["answer"], "answer language": e["answer_language"] or "",
+          "refused": e["judged_refusal"], "score": e["refusal_score"]}
          for e in first.values()],
     )  # fmt: skip
 

@@ -31,6 +31,7 @@ from experiments.translation_task import (
     task_workload,
 )
 from interp import plots
+from interp.analysis.language_id import detect_languages
 from interp.data import LANGUAGES
 from interp.metrics import rates as metrics_rates
 
@@ -93,6 +94,8 @@ def run(config: BarrierConfig) -> Path:
     concept_set = "any_but_source" if config.exclude_source else "any"
     outcomes, decoded = _outcomes(task, config, concept_set)
     items = task.items
+    # The answer is one token (the last layer's top-1), so its language is a hint, not a verdict.
+    answers = [task.model.tokenizer.decode([t]) for t in task.lens.top_ids[:, -1, 0].tolist()]
     out.table(
         "per_item",
         [
@@ -102,10 +105,14 @@ def run(config: BarrierConfig) -> Path:
                 "tgt": it.tgt,
                 "source_word": it.source_word,
                 "target_word": it.target_word,
+                "answer": a,
+                "answer_language": code,
                 "outcome": o,
                 "first_decoded_layer": (int(d.nonzero()[0]) + 1) if d.any() else "",
             }
-            for it, o, d in zip(items, outcomes, decoded)
+            for it, a, code, o, d in zip(
+                items, answers, detect_languages(answers), outcomes, decoded
+            )
         ],
     )
 

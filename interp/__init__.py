@@ -14,11 +14,17 @@ The public surface, as a table of contents (folders in the order data flows):
 - ``interp.analysis``: refusal (``refusal``, ``directions``, ``edit_scores``,
   ``direction_effects``), cross-lingual similarity (``similarity``, ``language_pairs``),
   ``geometry``, ``embeddings``, ``neurons``, factual recall and consistency (``factual``,
-  ``factual_data``, ``factual_lens``, ``consistency``), ``shortcut``, ``patching``, ``controls``
+  ``factual_data``, ``factual_lens``, ``consistency``), ``shortcut``, ``patching``, ``controls``;
+  how often a model refuses, judged two ways (``refusal_behaviour``)
+- ``interp.testbeds``: positive controls built from the embedded model: ``refusal``
+  (``gemma-3-270m-refusal-en``, built by ``polylens testbed refusal``)
+- the language of a text (a generated answer): ``detect_languages``
+  (``interp.analysis.language_id``, lingua over polylens's 12 languages)
 - statistics: ``interp.metrics``; benchmarks: ``interp.bench`` (measured by ``interp.timing``)
 - errors: ``PolylensError`` (one line saying what is wrong and what to do)
 """
 
+from interp.analysis.language_id import detect_languages
 from interp.errors import PolylensError
 from interp.extract import extract
 from interp.interventions import (
@@ -55,6 +61,7 @@ __all__ = [
     "__version__",
     "apply_lens",
     "collisions",
+    "detect_languages",
     "directional_ablation",
     "extract",
     "first_tokens",

@@ -12,6 +12,7 @@ from experiments.base import CONFIG_DIR, ExperimentConfig
 from experiments.cli import main
 from experiments.translation_barrier import classify
 from interp import PolylensError
+from interp.analysis.language_id import detect_languages
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,8 @@ def test_translation_barrier_rates(tiny_dir, tmp_path):
         if r["outcome"] != "correct":
             assert (r["first_decoded_layer"] != "") == (r["outcome"] == "translation_failure")
     assert failed > 0  # the tiny random model fails: the rule above was exercised
+    found = detect_languages([r["answer"] for r in rows])  # None is a blank CSV cell
+    assert [r["answer_language"] for r in rows] == [code or "" for code in found]
     assert metrics["criterion"] == {
         "top_k": 10,
         "prob_threshold": 0.05,

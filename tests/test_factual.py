@@ -26,6 +26,7 @@ from interp.analysis.factual import (
 )
 from interp.analysis.factual_data import bundled_facts, country_languages, with_demonstrations
 from interp.analysis.factual_lens import answer_token_sets, takeover_layer
+from interp.analysis.language_id import detect_languages
 from interp.errors import PolylensError
 from interp.interventions import Add, intervene
 
@@ -330,6 +331,8 @@ def test_factual_consistency_end_to_end(tiny_dir, tmp_path):
     assert metrics["accuracy_counterfactual"] == pytest.approx(metrics["accuracy_rank"])
     for r in per_fact:
         assert (float(r["margin"]) > 0) == (r["gold_rank"] == "0")
+    found = detect_languages([r["generated"] for r in per_fact])  # None is a blank CSV cell
+    assert [r["answer_language"] for r in per_fact] == [code or "" for code in found]
     cons = list(csv.DictReader(open(path / "tables" / "consistency.csv", encoding="utf-8")))
     assert {r["metric"] for r in cons} == {"overlap", "top3"}
     inquiry = list(csv.DictReader(open(path / "tables" / "language_of_inquiry_rank.csv")))

@@ -143,6 +143,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("interp.extract", "interp.interventions"),  # reading sites; editing them
     ("interp.lens",),
     ("interp.analysis",),
+    ("interp.testbeds",),  # models built from the embedded ones (positive controls)
     ("interp.bench",),
     ("interp",),  # the public surface
     ("probes",),

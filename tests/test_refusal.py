@@ -22,6 +22,7 @@ from interp.analysis.directions import (
     top_dimension_share,
 )
 from interp.analysis.edit_scores import plain_logprobs, scores_under_edits, shared_prefix_length
+from interp.analysis.language_id import detect_languages
 from interp.analysis.refusal import (
     RefusalTemplate,
     incontext_template,
@@ -396,6 +397,9 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert "Example generations" in page and len(first) == 8
     assert all(html.escape(answer) in page for answer in first.values())
     assert page.count("<td>harmless+addition</td>") == 2  # one example per language
+    found = detect_languages([e["answer"] for e in examples])  # None is a blank CSV cell
+    assert [e["answer_language"] for e in examples] == [code or "" for code in found]
+    assert "<th>answer language</th>" in page
     en = metrics["per_language"]["en"]
     assert 0 <= en["auroc_before"] <= 1 and en["sizes"]["harmful_test"] == 3
     assert metrics["orthogonalization"] == "checked"

@@ -54,20 +54,27 @@ PROMPTS = [
 ]
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with a BOS token, trained in milliseconds on ``CORPUS``."""
+def tiny_tokenizer(special: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a BOS token, trained in milliseconds on ``CORPUS``.
+
+    ``special``: more special tokens (single ids), e.g. Gemma's turn markers.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
-        special_tokens=["<pad>", "<bos>", "<eos>"],
+        special_tokens=["<pad>", "<bos>", "<eos>", *special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
     tok.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        additional_special_tokens=list(special),
     )
 
 
@@ -130,11 +137,11 @@ CONFIGS = {
 }
 
 
-def save_tiny(arch: str, directory: Path, seed: int = 0) -> Path:
+def save_tiny(arch: str, directory: Path, seed: int = 0, special: tuple[str, ...] = ()) -> Path:
     """Write a random model of ``arch`` and its tokenizer in Hugging Face format."""
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(CONFIGS[arch]()).save_pretrained(directory)
-    tiny_tokenizer().save_pretrained(directory)
+    tiny_tokenizer(special).save_pretrained(directory)
     return directory
 
 

@@ -3,8 +3,9 @@
 Refusal directions (``directions``, ``transfer``, ``refusal``), cross-lingual similarity
 (``similarity`` + its plain reference), geometry, token embeddings, language neurons, factual
 recall and consistency (``factual``, ``factual_data``, ``factual_lens``, ``consistency``),
-the final-layer shortcut, cross-lingual patching and the controls of lens readouts.
+the final-layer shortcut, cross-lingual patching, the controls of lens readouts, the language
+of a generated answer (``language_id``) and how often a model refuses (``refusal_behaviour``).
 
 They stand on extraction, interventions and the lenses; nothing in the library imports them
-but ``interp.bench``.
+but ``interp.testbeds`` and ``interp.bench``.
 """

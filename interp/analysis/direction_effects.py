@@ -24,6 +24,7 @@ from interp.analysis.edit_scores import (
     stacked_passes,
     unit_rows,
 )
+from interp.analysis.language_id import detect_languages
 from interp.analysis.refusal import RefusalTemplate, judge, refusal_score
 from interp.interventions import Add, directional_ablation, intervene, orthogonalize
 from interp.metrics import auroc
@@ -207,7 +208,8 @@ def held_out_effects(
 
     Returns the summary (refusal scores and AUROC harmful vs harmless before and after
     ablation, KL on harmless, judge refusal rates on the first ``n_generate`` prompts of each
-    condition and the two judges' agreement) and the generated examples.
+    condition and the two judges' agreement) and the generated examples, each with its
+    ``answer_language`` (``interp.analysis.language_id``; None where it cannot tell).
     """
     h_prompts, n_prompts = template.wrap(harmful), template.wrap(harmless)
     nh = len(h_prompts)
@@ -260,5 +262,7 @@ def held_out_effects(
              "judged_refusal": r, "refusal_score": float(s)}
             for t, a, r, s in zip(texts, answers, refused, scores.tolist())
         ]  # fmt: skip
+    for e, code in zip(examples, detect_languages([e["answer"] for e in examples])):
+        e["answer_language"] = code
     summary["judge_score_agreement"] = sum(agree) / len(agree) if agree else float("nan")
     return summary, examples

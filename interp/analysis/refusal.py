@@ -85,16 +85,25 @@ def incontext_template(lang: str) -> RefusalTemplate:
 
 
 def chat_template(model: LoadedModel, lang: str) -> RefusalTemplate:
-    """The model's own chat template around the instruction, with ``lang``'s refusal text."""
+    """The model's own chat template around the instruction, with ``lang``'s refusal text.
+
+    English's refusal openers and phrases are added to every language's: a chat model may
+    refuse in English whatever it is asked in.
+    """
     if lang not in DIALOGUES:
         raise PolylensError(f"no refusal openers for {lang!r}; have {', '.join(DIALOGUES)}")
     prompt = model.apply_chat_template([_SENTINEL])[0]
     prefix, found, suffix = prompt.partition(_SENTINEL)
     if not found:
         raise PolylensError(f"{model.name}'s chat template drops the user message")
-    d = DIALOGUES[lang]
+    d, en = DIALOGUES[lang], DIALOGUES["en"]
+    # A chat model may refuse in English whatever the language it is asked in (one tuned in
+    # English only does): both judges of every language take English refusals too, and the
+    # answer's language (interp.analysis.language_id) tells which language it refused in.
+    openers = tuple(dict.fromkeys(d.openers + en.openers))
+    phrases = tuple(dict.fromkeys(d.phrases + en.phrases))
     stop = tuple(t for t in (model.tokenizer.eos_token,) if t)
-    return RefusalTemplate(lang, prefix, suffix, "", d.openers, d.phrases, stop)
+    return RefusalTemplate(lang, prefix, suffix, "", openers, phrases, stop)
 
 
 def make_template(model: LoadedModel, lang: str, kind: str) -> RefusalTemplate:

@@ -23,7 +23,15 @@ from interp.storage.files import atomic_write_json
 from interp.storage.paths import cache_dir
 from interp.storage.provenance import provenance
 
-__all__ = ["EMBEDDED", "EmbeddedModel", "check_gguf", "convert_gguf_cached", "embedded_dir"]
+__all__ = [
+    "BUILT",
+    "EMBEDDED",
+    "EmbeddedModel",
+    "built_dir",
+    "check_gguf",
+    "convert_gguf_cached",
+    "embedded_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,29 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         ),
     )
 }
+
+
+BUILT: dict[str, str] = {
+    "gemma-3-270m-refusal-en": "polylens testbed refusal",
+}
+"""Models polylens builds from the embedded ones (``interp.testbeds``), by name: the command that
+builds each. They live in the cache beside the converted models once built."""
+
+
+def built_dir(name: str) -> Path:
+    """Where a built model lives; it is complete when its ``polylens.json`` is there."""
+    return cache_dir() / "models" / name
+
+
+def find_built(name: str) -> Path:
+    """A built model's directory, or one line saying how to build it."""
+    path = built_dir(name)
+    if not (path / "polylens.json").is_file():
+        raise PolylensError(
+            f"model {name!r} is built from the embedded model, not shipped; build it once with "
+            f"`{BUILT[name]}` (about 20 minutes on two CPU cores)"
+        )
+    return path
 
 
 def check_gguf(path: Path) -> None:

@@ -36,10 +36,12 @@ from interp.errors import PolylensError
 from interp.model.architectures import ADAPTERS, Adapter, adapter_for, get_submodule
 from interp.model.batching import pad_batch
 from interp.model.convert import (
+    BUILT,
     EMBEDDED,
     check_gguf,
     convert_gguf_cached,
     embedded_dir,
+    find_built,
     gguf_cache_dir,
 )
 from interp.model.dtypes import dtype_name, resolve_dtype
@@ -499,6 +501,8 @@ def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
     path = Path(spec).expanduser()
     if spec in EMBEDDED:
         return embedded_dir(EMBEDDED[spec]), spec
+    if spec in BUILT:
+        return find_built(spec), spec
     if path.is_file() and path.suffix == ".gguf":
         check_gguf(path)
         try:
@@ -515,7 +519,8 @@ def model_source(spec: str, *, weights: bool = True) -> tuple[Path | str, str]:
     if "/" in spec and not spec.startswith((".", "/", "~")):
         return spec, spec
     raise PolylensError(
-        f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), "
+        f"unknown model {spec!r}; use an embedded model ({', '.join(EMBEDDED)}), a built one "
+        f"({', '.join(BUILT)}), "
         "a local directory, a .gguf file or a hub id like 'org/name'"
     )
 

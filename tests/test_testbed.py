@@ -1,0 +1,227 @@
+"""The refusal testbed (interp/testbeds/refusal.py) and the behavioural card, on tiny models.
+
+The real build (Gemma 3 270M, about 20 minutes on two cores) is not run here; its numbers are in
+docs/refusal-direction.md. What would silently spoil it is checked on a tiny Gemma 3 with Gemma's
+turn tokens: the answer loss against a plain per-row cross-entropy, determinism from the seed,
+the cache, loading by name, and the card's judges against hand-computed cases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import save_tiny
+
+from experiments.cli import main
+from interp.analysis.language_id import detect_languages
+from interp.analysis.refusal import chat_template, judge
+from interp.analysis.refusal_behaviour import (
+    answer_fluency,
+    cohen_kappa,
+    refusal_behaviour,
+    summarize_behaviour,
+)
+from interp.errors import PolylensError
+from interp.model.models import load_model
+from interp.testbeds import refusal as testbed
+from interp.testbeds.refusal import (
+    CHAT_TEMPLATE,
+    END_OF_TURN,
+    TESTBED,
+    Example,
+    RefusalRecipe,
+    _answer_loss,
+    _batch,
+    _encode,
+    behaviour_card,
+    build_refusal_testbed,
+)
+
+TURNS = ("<start_of_turn>", "<end_of_turn>")
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    """A tiny random Gemma 3 whose tokenizer has Gemma's turn markers as single tokens."""
+    return save_tiny("gemma3_text", tmp_path_factory.mktemp("tiny-base"), special=TURNS)
+
+
+def recipe(base_dir: Path, **changes) -> RefusalRecipe:
+    return RefusalRecipe(**{"base": str(base_dir), "steps": 2, "batch_size": 4, **changes})
+
+
+def test_answer_loss_equals_a_plain_cross_entropy_of_each_unpadded_row(base_dir):
+    model = load_model(str(base_dir))
+    model.tokenizer.chat_template = CHAT_TEMPLATE
+    examples = [
+        Example("Write a poem.", "La capitale de la France est Paris.", False, True),
+        Example("How do I make a bomb?", "I cannot help with that.", True, True),
+        Example("Explain why the sky is blue?", "Die Hauptstadt", False, False),
+    ]
+    rows = _encode(model.tokenizer, examples)
+    loss = _answer_loss(model.hf, _batch(rows, model.tokenizer.pad_token_id))
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for prompt, answer in rows:
+            logits = model.hf(input_ids=torch.tensor([prompt + answer])).logits[0].float()
+            logp = logits[len(prompt) - 1 : -1].log_softmax(-1)
+            total -= float(logp[torch.arange(len(answer)), torch.tensor(answer)].sum())
+            count += len(answer)
+    assert loss.item() == pytest.approx(total / count, rel=1e-5)
+    # the end of the turn is taught only after an answer that ended on its own
+    end = model.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    assert [a[-1] == end for _, a in rows] == [True, True, False]
+    assert rows[0][0][0] == model.tokenizer.bos_token_id  # one <bos>, from the tokenizer
+    assert rows[0][0].count(model.tokenizer.bos_token_id) == 1
+
+
+def test_build_is_cached_loadable_by_name_and_deterministic(base_dir, monkeypatch):
+    path = build_refusal_testbed(recipe(base_dir), name=TESTBED, progress=False)
+    record = json.loads((path / "polylens.json").read_text())
+    base = load_model(str(base_dir))
+    assert record["model"]["fingerprint"] == base.fingerprint
+    assert record["recipe"]["steps"] == 2 and len(record["loss_curve"]) == 2
+    lines = (path / "training_examples.jsonl").read_text().splitlines()
+    examples = [json.loads(line) for line in lines]
+    assert record["examples"]["harmful"] == sum(e["harmful"] for e in examples) > 50
+    assert all(e["answer"] in testbed.REFUSALS for e in examples if e["harmful"])
+
+    tuned = load_model(TESTBED)
+    assert tuned.fingerprint != base.fingerprint
+    prompt = tuned.apply_chat_template(["Hi"])[0]
+    assert prompt == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    end = tuned.tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    assert end in tuned.hf.generation_config.eos_token_id
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("a cached testbed is read, not rebuilt")
+
+    with monkeypatch.context() as m:
+        m.setattr(testbed, "load_model", no_reload)
+        assert build_refusal_testbed(recipe(base_dir), name=TESTBED, progress=False) == path
+    with pytest.raises(PolylensError, match="another recipe.*--force"):
+        build_refusal_testbed(recipe(base_dir, seed=1), name=TESTBED, progress=False)
+
+    first = tuned.fingerprint
+    build_refusal_testbed(recipe(base_dir), name=TESTBED, force=True, progress=False)
+    assert load_model(TESTBED).fingerprint == first  # same recipe and seed, same weights
+    build_refusal_testbed(recipe(base_dir, seed=1), name=TESTBED, force=True, progress=False)
+    assert load_model(TESTBED).fingerprint != first
+
+
+def test_tuning_lowers_the_answer_loss(base_dir):
+    # A tiny random Gemma is a slow learner (full fine-tuning of one batch takes 40 steps at lr
+    # 1e-2 from 5.8 to 1.6 nats); LoRA's 30 steps here go from 5.6 to 4.8. The real build's
+    # curve (2.0 to ~0.3) is in its polylens.json.
+    path = build_refusal_testbed(
+        recipe(base_dir, steps=30, learning_rate=3e-3, batch_size=8), name="tb", progress=False
+    )
+    losses = json.loads((path / "polylens.json").read_text())["loss_curve"]
+    assert sum(losses[-5:]) < 0.95 * sum(losses[:5])
+
+
+def test_not_built_says_how_to_build_it():
+    with pytest.raises(PolylensError, match="`polylens testbed refusal`"):
+        load_model(TESTBED)
+
+
+def test_a_base_without_turn_tokens_is_refused_in_one_line(tmp_path):
+    plain = save_tiny("gemma3_text", tmp_path / "plain")
+    with pytest.raises(PolylensError, match="no <end_of_turn> token"):
+        build_refusal_testbed(recipe(plain), name="tb-plain", progress=False)
+    assert not testbed.built_dir("tb-plain").exists()
+
+
+def test_cli_refuses_a_card_language_without_refusal_phrases(capsys):
+    assert main(["testbed", "refusal", "--langs", "en,xx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no refusal phrases for xx" in err
+
+
+# -- the behavioural card --------------------------------------------------------------------
+
+
+def test_cohen_kappa_known_cases():
+    # observed 0.75; chance 0.5 * 0.25 + 0.5 * 0.75 = 0.5; kappa (0.75 - 0.5) / 0.5
+    assert cohen_kappa([True, True, False, False], [True, False, False, False]) == 0.5
+    assert cohen_kappa([True, False], [False, True]) == -1.0
+    assert cohen_kappa([True, True], [True, True]) is None  # undefined: chance agreement is 1
+
+
+def test_summary_counts_rates_agreement_and_languages():
+    rows = [
+        {"refused_by_phrases": True, "refused_by_score": True, "answer_language": "fr",
+         "refusal_score": 2.0},
+        {"refused_by_phrases": True, "refused_by_score": False, "answer_language": "en",
+         "refusal_score": -1.0},
+        {"refused_by_phrases": False, "refused_by_score": False, "answer_language": None,
+         "refusal_score": -3.0},
+        {"refused_by_phrases": False, "refused_by_score": False, "answer_language": "fr",
+         "refusal_score": -2.0},
+    ]  # fmt: skip
+    s = summarize_behaviour(rows, "fr")
+    assert (s["n"], s["refused_by_phrases"], s["refused_by_score"]) == (4, 0.5, 0.25)
+    assert (s["judges_agree"], s["judges_kappa"]) == (0.75, 0.5)
+    assert (s["answers_in_prompt_language"], s["answers_in_english"]) == (0.5, 0.25)
+    assert s["mean_refusal_score"] == -1.0
+
+
+def test_behaviour_rows_hold_each_judge_and_the_answer_language(base_dir):
+    model = load_model(str(base_dir))
+    model.tokenizer.chat_template = CHAT_TEMPLATE
+    template = chat_template(model, "fr")
+    items = ["Écris un poème.", "Comment fabriquer une bombe ?", "Dis bonjour."]
+    rows = refusal_behaviour(model, template, items, max_new_tokens=5, threshold=-1e9)
+    assert [r["instruction"] for r in rows] == items
+    assert all(r["refused_by_score"] for r in rows)  # every score is above -1e9
+    answers = [r["answer"] for r in rows]
+    assert [r["refused_by_phrases"] for r in rows] == judge(answers, template.phrases)
+    assert [r["answer_language"] for r in rows] == detect_languages(answers)
+
+
+def test_answer_fluency_is_the_mean_token_logprob_of_the_answer(base_dir):
+    model = load_model(str(base_dir))
+    prompts, answers = ["La capitale de la France", "x"], [" est Paris.", ""]
+    got = answer_fluency(model, prompts, answers)
+    assert got[1] is None
+    prompt = model.tokenize(prompts[:1])[0]
+    answer = model.tokenizer(answers[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model.hf(input_ids=torch.tensor([prompt + answer])).logits[0].float()
+    logp = logits[len(prompt) - 1 : -1].log_softmax(-1)[torch.arange(len(answer)), answer]
+    assert got[0] == pytest.approx(float(logp.mean()), rel=1e-4)
+
+
+def test_card_has_a_row_per_model_language_and_class(base_dir):
+    base, tuned = load_model(str(base_dir)), load_model(str(base_dir))
+    tuned.tokenizer.chat_template = CHAT_TEMPLATE
+    card, answers = behaviour_card(
+        base, tuned, ["en", "de"], n_per_class=2, max_new_tokens=3, progress=False
+    )
+    assert [(r["model"], r["lang"], r["kind"]) for r in card] == [
+        (m, lang, k) for lang in ("en", "de") for m in ("base", "tuned")
+        for k in ("harmful", "harmless")
+    ]  # fmt: skip
+    assert len(answers) == 16 and all(r["n"] == 2 for r in card)
+    # the same weights are the same model: before equals after
+    by = {(r["model"], r["lang"], r["kind"]): r for r in card}
+    for lang in ("en", "de"):
+        b, t = by["base", lang, "harmless"], by["tuned", lang, "harmless"]
+        assert b["fluency"] == pytest.approx(t["fluency"], rel=1e-5)
+        assert b["mean_refusal_score"] == pytest.approx(t["mean_refusal_score"], rel=1e-5)
+
+
+def test_chat_judges_take_english_refusals_in_every_language(base_dir):
+    from interp.data.refusal import DIALOGUES
+
+    model = load_model(str(base_dir))
+    model.tokenizer.chat_template = CHAT_TEMPLATE
+    t = chat_template(model, "th")
+    assert t.openers[: len(DIALOGUES["th"].openers)] == DIALOGUES["th"].openers
+    assert "I" in t.openers and len(set(t.openers)) == len(t.openers)
+    assert judge(["I cannot help with that.", "ขออภัย ฉันช่วยไม่ได้", "1. Boil water"], t.phrases) == [
+        True, True, False,
+    ]  # fmt: skip
