@@ -375,6 +375,10 @@ _EFFECT_COLUMNS = {
     "harmless score before": "harmless_score_before",
     "harmless score added": "harmless_score_after_addition",
     "harmless KL ablated": "harmless_kl_under_ablation",
+    "harmful refused": "judge_refusal_harmful",
+    "harmful refused ablated": "judge_refusal_harmful+ablation",
+    "harmless refused": "judge_refusal_harmless",
+    "harmless refused added": "judge_refusal_harmless+addition",
 }
 
 
@@ -384,7 +388,8 @@ def _report_tables(out: ResultDir, per_lang: dict, examples: list[dict]) -> None
         "Per language: the selected direction and its effects on test prompts",
         "AUROC: refusal score of harmful vs harmless test prompts, plain and with the direction "
         "ablated; scores are log P(opener) - log(1 - P(opener)); 'relaxed': no candidate passed "
-        "every filter.",
+        "every filter; 'refused': share of the generated answers the phrase judge calls a "
+        "refusal (n_generate per condition).",
         [{"lang": lang, **{col: v.get(key) for col, key in _EFFECT_COLUMNS.items()}}
          for lang, v in per_lang.items()],
     )  # fmt: skip

@@ -9,9 +9,10 @@ from experiments.cli import main
 from interp import PolylensError
 from interp.data import DEFAULT_LANGS, languages, load, names, prompts_of
 from interp.data import loader as loader_module
-from interp.data.check import Report, check_all, check_dataset
+from interp.data.check import Report, check_all, check_dataset, check_freeform
 from interp.data.languages import foreign_letters
-from interp.data.loader import split_of
+from interp.data.loader import covered_langs, split_of
+from interp.data.records import Prompt
 from interp.data.templates import fill
 
 
@@ -132,6 +133,73 @@ def test_validator_catches_violations(monkeypatch):
     assert "'Hello' has letters outside the ru script" in text
     assert "appears in both" in text
     assert "empty string" in text
+
+
+def test_freeform_prompts_in_every_language():
+    assert covered_langs("freeform") == list(DEFAULT_LANGS)
+    assert len(load("freeform")) == 50 * len(DEFAULT_LANGS)
+    for lang in DEFAULT_LANGS:
+        prompts = load("freeform", langs=[lang])
+        assert len(prompts) == 50 and all(isinstance(p, Prompt) for p in prompts)
+        assert Counter(p.kind for p in prompts) == {"question": 25, "continuation": 25}
+        assert set(Counter(p.topic for p in prompts).values()) == {5}
+    ja, th = load("freeform", langs=["ja"]), load("freeform", langs=["th"])
+    assert [p.id for p in ja] == [p.id for p in th] == [f"freeform:{i:02d}" for i in range(50)]
+    assert ja[0].text.endswith("？") and ja[0].kind == "question"
+    assert ja[-1].kind == "continuation" and not ja[-1].text.endswith("。")
+
+
+def _broken_freeform() -> list[dict]:
+    items = [json.loads(json.dumps(it)) for it in loader_module.read_items("freeform")]
+    bad = [items[0], items[1], items[2], items[25]]
+    bad[0]["text"]["zh"] = bad[0]["text"]["zh"][:-1] + "?"  # ASCII mark in Chinese
+    del bad[1]["text"]["sw"]
+    bad[2]["kind"] = "answer"
+    bad[3]["id"] = "freeform:03"
+    bad[3]["text"]["fr"] += "."
+    bad[3]["text"]["en"] = "My"
+    return bad
+
+
+def test_freeform_validator_names_each_broken_item(monkeypatch):
+    import interp.data.check as check_module
+
+    bad = _broken_freeform()
+    monkeypatch.setattr(check_module, "read_items", lambda name: tuple(bad))
+    monkeypatch.setattr(
+        check_module,
+        "covered_langs",
+        lambda name: [lang for lang in DEFAULT_LANGS if all(lang in it["text"] for it in bad)],
+    )
+    report = Report()
+    check_dataset("freeform", report)
+    check_freeform(report)
+    assert all("\n" not in v for v in report.violations)
+
+    def about(item_id: str) -> list[str]:
+        return [v for v in report.violations if v.startswith(f"freeform {item_id}")]
+
+    assert about("freeform:00") == [
+        f"freeform freeform:00 [zh] question: {bad[0]['text']['zh']!r} ends without '？'"
+    ]
+    assert about("freeform:01") == ["freeform freeform:01: missing languages ['sw']"]
+    assert about("freeform:02") == [
+        "freeform freeform:02: kind 'answer', not question or continuation"
+    ]
+    assert sorted(about("freeform:03")) == [
+        "freeform freeform:03 [en] continuation: 1 words, need 3 to 8",
+        f"freeform freeform:03 [fr] continuation: {bad[3]['text']['fr']!r} ends in punctuation '.'",
+    ]
+    # A language no item has, and an id out of sequence.
+    for item in bad:
+        item["text"].pop("ko")
+    bad[2]["kind"], bad[3]["id"] = "question", "freeform:25"
+    bad[3]["text"]["fr"] = bad[3]["text"]["fr"][:-1]
+    bad[3]["text"]["en"] = "My favourite season is"
+    report = Report()
+    check_freeform(report)
+    assert "freeform: no item has [ko]; every item needs all 12 languages" in report.violations
+    assert "freeform freeform:25: item 3 should have id freeform:03" in report.violations
 
 
 def test_corrupted_jsonl_line_is_located(tmp_path, monkeypatch):

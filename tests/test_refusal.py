@@ -11,7 +11,11 @@ from tiny import save_tiny, tiny_model
 
 from experiments import run_experiment
 from interp import Ablate, PolylensError, directional_ablation, intervene, recording
-from interp.analysis.direction_effects import cosine_by_layer, orthogonalization_gap
+from interp.analysis.direction_effects import (
+    cosine_by_layer,
+    held_out_effects,
+    orthogonalization_gap,
+)
 from interp.analysis.directions import (
     CandidateScores,
     candidate_directions,
@@ -299,6 +303,13 @@ def test_planted_direction_is_found_and_ablation_drops_the_score(planted):
     after, _ = scores_under_edits(model, h, ids, ablate=direction[None])
     assert float(after.mean()) < float(before.mean()) - 3
     assert auroc(before[0], scores_under_edits(model, n, ids)[0][0]) == 1.0
+    # the score judge's rates in the held-out summary: share of scores above 0, every prompt
+    summary, _ = held_out_effects(
+        model, TEMPLATE, direction, sel.layer, HARMFUL, HARMLESS, ids, n_generate=0
+    )
+    assert summary["score_refusal_harmful"] == float((before[0] > 0).float().mean()) == 1.0
+    assert summary["score_refusal_harmful+ablation"] == float((after[0] > 0).float().mean())
+    assert summary["score_refusal_harmful+ablation"] < 1.0
 
 
 def test_orthogonalization_gap_and_cosines():
@@ -458,6 +469,11 @@ def test_shipped_configs_resolve():
     )
     assert qwen.model == "Qwen/Qwen2.5-1.5B-Instruct" and qwen.template == "chat"
     assert qwen.langs == default.langs and qwen.layer_stride == 1
+    testbed = load_config(
+        RefusalConfig, "refusal-direction", CONFIG_DIR / "refusal-direction-testbed.yaml", {}
+    )
+    assert testbed.model == "gemma-3-270m-refusal-en" and testbed.template == "chat"
+    assert testbed.langs == default.langs and testbed.n_generate == testbed.n_test
     quick = load_config(
         RefusalConfig, "refusal-direction", CONFIG_DIR / "report" / "refusal-direction.yaml", {}
     )

@@ -207,8 +207,9 @@ def held_out_effects(
     """What ablating (harmful) and adding (harmless) ``direction`` does on test instructions.
 
     Returns the summary (refusal scores and AUROC harmful vs harmless before and after
-    ablation, KL on harmless, judge refusal rates on the first ``n_generate`` prompts of each
-    condition and the two judges' agreement) and the generated examples, each with its
+    ablation, KL on harmless, the score judge's refusal rates on every prompt, the phrase
+    judge's on the first ``n_generate`` prompts of each condition, and the two judges'
+    agreement) and the generated examples, each with its
     ``answer_language`` (``interp.analysis.language_id``; None where it cannot tell).
     """
     h_prompts, n_prompts = template.wrap(harmful), template.wrap(harmless)
@@ -233,6 +234,12 @@ def held_out_effects(
         "harmless_score_before": float(plain[0, nh:].mean()),
         "harmless_score_after_addition": float(add[0].mean()),
         "harmless_kl_under_ablation": float(kl.mean()),
+        # The score judge's refusal rate (score > 0) over every test prompt, not only the
+        # generated ones.
+        "score_refusal_harmful": float((plain[0, :nh] > 0).float().mean()),
+        "score_refusal_harmful+ablation": float((abl[0, :nh] > 0).float().mean()),
+        "score_refusal_harmless": float((plain[0, nh:] > 0).float().mean()),
+        "score_refusal_harmless+addition": float((add[0] > 0).float().mean()),
     }
     g = min(n_generate, nh, len(n_prompts))
     conditions = {

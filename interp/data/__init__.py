@@ -7,7 +7,7 @@ the data cards.
 
 from interp.data.languages import DEFAULT_LANGS, LANGUAGES, Language, languages
 from interp.data.loader import covered_langs, load, names, prompts_of
-from interp.data.records import BoundaryQuestion, Fact, Instruction, Sentence, Word
+from interp.data.records import BoundaryQuestion, Fact, Instruction, Prompt, Sentence, Word
 
 __all__ = [
     "DEFAULT_LANGS",
@@ -16,6 +16,7 @@ __all__ = [
     "Fact",
     "Instruction",
     "Language",
+    "Prompt",
     "Sentence",
     "Word",
     "covered_langs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from babel import Locale
 from babel.core import get_cldr_version
 
 from interp.data import build_cldr
-from interp.data.languages import foreign_letters
+from interp.data.languages import LANGUAGES, foreign_letters
 from interp.data.loader import DATASETS, covered_langs, read_items
 from interp.data.templates import SLOT, TEMPLATES
 
@@ -164,11 +165,67 @@ def check_templates(report: Report) -> None:
                 report.violations.append(f"template {relation}/{lang}: missing")
 
 
+FREEFORM_KINDS = ("question", "continuation")
+QUESTION_MARKS = {"zh": "？", "ja": "？", "ar": "؟"}
+"""The mark a ``freeform`` question ends with where it is not ``?``."""
+UNMARKED_QUESTIONS = ("th",)
+"""Languages whose questions end with a question word (ไหม, อะไร, อย่างไร), not a mark."""
+FREEFORM_EN_WORDS = {"question": (1, 15), "continuation": (3, 8)}
+"""The shortest and longest English text of each kind, in words."""
+
+
+def check_freeform(report: Report) -> None:
+    """What the free-answer prompts need beyond ``check_dataset``.
+
+    Every language, sequential ids, a known kind, questions ending with their language's mark
+    (Spanish ones also holding ``¿``), continuations ending where the next word follows (no final
+    punctuation, no space) and short English.
+    """
+    items = read_items("freeform")
+    for lang in LANGUAGES:
+        if not any(lang in item["text"] for item in items):
+            report.violations.append(
+                f"freeform: no item has [{lang}]; every item needs all {len(LANGUAGES)} languages"
+            )
+    for i, item in enumerate(items):
+        where = f"freeform {item['id']}"
+        if item["id"] != f"freeform:{i:02d}":
+            report.violations.append(f"{where}: item {i} should have id freeform:{i:02d}")
+        kind = item.get("kind")
+        if kind not in FREEFORM_KINDS:
+            report.violations.append(f"{where}: kind {kind!r}, not question or continuation")
+            continue
+        for lang, text in item["text"].items():
+            if not text or not text.strip():
+                continue  # check_dataset reports it
+            if text != text.strip():
+                report.violations.append(
+                    f"{where} [{lang}] {kind}: {text!r} starts or ends with a space"
+                )
+            elif kind == "continuation" and unicodedata.category(text[-1]).startswith("P"):
+                report.violations.append(
+                    f"{where} [{lang}] continuation: {text!r} ends in punctuation {text[-1]!r}"
+                )
+            elif kind == "question" and lang not in UNMARKED_QUESTIONS:
+                mark = QUESTION_MARKS.get(lang, "?")
+                if not text.endswith(mark):
+                    report.violations.append(
+                        f"{where} [{lang}] question: {text!r} ends without {mark!r}"
+                    )
+                if lang == "es" and "¿" not in text:
+                    report.violations.append(f"{where} [es] question: {text!r} has no '¿'")
+        low, high = FREEFORM_EN_WORDS[kind]
+        words = len(item["text"].get("en", "").split())
+        if "en" in item["text"] and not low <= words <= high:
+            report.violations.append(f"{where} [en] {kind}: {words} words, need {low} to {high}")
+
+
 def check_all() -> Report:
     """Run every check on every dataset."""
     report = Report()
     for name in DATASETS:
         check_dataset(name, report)
+    check_freeform(report)
     check_templates(report)
     check_cldr(report)
     return report

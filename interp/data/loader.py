@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from interp.data.languages import LANGUAGES, check_langs
-from interp.data.records import BoundaryQuestion, Fact, Instruction, Sentence, Word
+from interp.data.records import BoundaryQuestion, Fact, Instruction, Prompt, Sentence, Word
 from interp.data.templates import fill
 from interp.errors import PolylensError
 
@@ -65,6 +65,10 @@ def _sentence(item: dict, lang: str) -> Sentence:
     return Sentence(item["id"], lang, item["topic"], item["text"][lang])
 
 
+def _prompt(item: dict, lang: str) -> Prompt:
+    return Prompt(item["id"], lang, item["kind"], item["topic"], item["text"][lang])
+
+
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
@@ -80,6 +84,12 @@ DATASETS: dict[str, Dataset] = {
         ),
         Dataset("safety", "harmful and harmless instructions", "text", _instruction),
         Dataset("parallel", "parallel sentences of varied topic and length", "text", _sentence),
+        Dataset(
+            "freeform",
+            "prompts that invite a free answer (questions, sentence beginnings)",
+            "text",
+            _prompt,
+        ),
     )
 }
 

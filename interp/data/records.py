@@ -84,3 +84,15 @@ class Sentence:
     lang: str
     topic: str
     text: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt that invites a short free answer (``freeform``)."""
+
+    id: str
+    lang: str
+    kind: str
+    """question, or continuation (a sentence beginning, without final punctuation)."""
+    topic: str
+    text: str
