@@ -548,6 +548,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = _bench_parser(
         bench,
+        "steering",
+        help="language-steering sweep: settings stacked in one generation vs one per setting",
+    )
+    b.add_argument("--n-prompts", type=_positive(int), default=16)
+    b.add_argument("--layer-stride", type=_positive(int), default=3)
+    b.add_argument("--coeffs", default="2,4,8,16", help="comma-separated coefficients")
+    b.add_argument("--max-new-tokens", type=_positive(int), default=32)
+    b.add_argument("--rows-per-pass", type=_positive(int), default=512)
+    b.add_argument("--repeats", type=_positive(int), default=1)
+    b.set_defaults(
+        func=_bench(
+            "bench_steering",
+            "n_prompts",
+            "layer_stride",
+            "coeffs",
+            "max_new_tokens",
+            "rows_per_pass",
+            "repeats",
+        )
+    )
+
+    b = _bench_parser(
+        bench,
         "plan",
         model=False,
         help="polylens plan against real runs: store size, peak memory and time per experiment",

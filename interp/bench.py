@@ -434,3 +434,81 @@ def bench_factual(
         "same_gold_ranks": rank_of["naive"] == rank_of["batched"],
         "same_top1": [r[0] for r in results["naive"]] == [r[0] for r in results["batched"]],
     }
+
+
+def bench_steering(
+    spec: LoadedModel | str = "gemma-3-270m",
+    *,
+    n_prompts: int = 16,
+    layer_stride: int = 3,
+    coeffs: str = "2,4,8,16",
+    max_new_tokens: int = 32,
+    rows_per_pass: int = 512,
+    repeats: int = 1,
+    device: str | None = None,
+) -> dict:
+    """Language-steering sweep: every setting stacked in one generation vs one per setting.
+
+    The en -> fr steering vector (mean residual difference over 32 bundled parallel sentences,
+    not timed) is added at every ``layer_stride``-th layer with each coefficient of ``coeffs``,
+    plus an unsteered setting; ``n_prompts`` English sentences are continued greedily for
+    ``max_new_tokens`` tokens. The stacked path is ``interp.analysis.steering.generate_stacked``
+    (``rows_per_pass`` rows per generation); the reference generates the prompt batch once per
+    setting under ``Add``. Reports medians, the speedup and the share of answers whose token ids
+    (and texts) agree: all of them on CPU; on a GPU a larger batch may pick other kernels, whose
+    rounding can flip a near-tie.
+    """
+    from interp.analysis import steering as st
+    from interp.analysis.similarity import parallel_activations
+    from interp.errors import PolylensError
+
+    try:
+        grid = [float(c) for c in coeffs.split(",") if c.strip()]
+    except ValueError:
+        grid = []
+    if not grid:
+        raise PolylensError(f"coeffs {coeffs!r}: give comma-separated numbers, e.g. 2,4,8,16")
+    model = bench_model(spec, device)
+    sentences = st.parallel_sentences(["en", "fr"])
+    prompts = sentences["en"][:n_prompts]
+    train = {lang: lines[-32:] for lang, lines in sentences.items()}
+    means = st.language_means(parallel_activations(model, train, pooling="mean", progress=False))
+    vectors = st.steering_vectors(means)[0, 1]
+    layers = list(range(1, model.n_layers, layer_stride))
+    settings = [st.Setting("none"), *st.vector_settings("vector", vectors, layers, grid)]
+    options = dict(max_new_tokens=max_new_tokens, batch_size=len(prompts))
+    results: dict = {}
+    # Warm-up (kernels, allocator, stop-criteria set-up), not timed: the first method would pay it.
+    st.generate_stacked(model, prompts[:2], settings[:2], max_new_tokens=2)
+
+    def stacked() -> None:
+        results["stacked"] = st.generate_stacked(
+            model, prompts, settings, rows_per_pass=rows_per_pass, **options
+        )
+
+    def one_per_setting() -> None:
+        results["one_per_setting"] = st.generate_each(model, prompts, settings, **options)
+
+    methods = {"one_per_setting": one_per_setting, "stacked": stacked}
+    timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")
+    med = timings.median
+    a, b = results["stacked"], results["one_per_setting"]
+    pairs = [(i, p) for i in range(len(settings)) for p in range(len(prompts))]
+    return {
+        "model": model.name,
+        "device": str(model.device),
+        "dtype": dtype_name(model.dtype),
+        "n_prompts": len(prompts),
+        "n_settings": len(settings),
+        "layers": layers,
+        "coeffs": grid,
+        "max_new_tokens": max_new_tokens,
+        "rows_per_pass": rows_per_pass,
+        "repeats": repeats,
+        "median_s": med,
+        "all_s": timings.times,
+        "cuda_peak_mb": megabytes(timings.cuda_peak),
+        "speedup one_per_setting/stacked": med["one_per_setting"] / med["stacked"],
+        "same_ids": sum(a.ids[i][p] == b.ids[i][p] for i, p in pairs) / len(pairs),
+        "same_texts": sum(a.texts[i][p] == b.texts[i][p] for i, p in pairs) / len(pairs),
+    }

@@ -11,8 +11,8 @@ no scored line is skipped, as LCB skips it: it counts in no rate.
 - **Word-level**: an answer is word-confused when a scored line holds a foreign word:
 
   - any target: a word written in letters outside the target's script and (for non-Latin
-    targets) outside Latin (``interp.data.languages.foreign_letters``): kana inside Chinese,
-    Cyrillic inside Arabic, Han inside French;
+    targets) outside Latin (``interp.data.languages.foreign_letters``): Cyrillic inside Chinese,
+    Han inside Russian or French;
   - non-Latin-script target (ru, zh, ja, ko, ar, hi, th): a Latin-script word, lowercase, of at
     least 4 letters (e.g. "beautiful" inside a Japanese line; "Paris", "USB" or "km" do not
     count);

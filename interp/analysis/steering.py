@@ -205,7 +205,8 @@ def instructed(
     """The prompting arm: each message followed by an instruction to answer in ``target``.
 
     ``template`` has ``{message}`` and ``{language}`` (the target's English name). Apply a chat
-    template afterwards where the model has one.
+    template afterwards where the model has one, and generate under ``Setting("prompt")`` (no
+    edit); ``steering_metrics`` then scores these answers after the plain prompts, as every arm's.
     """
     name = LANGUAGES[target].name if target in LANGUAGES else target
     return [template.format(message=m, language=name) for m in messages]
@@ -221,7 +222,8 @@ class Setting:
     layer: int | None = None
     """Residual layer the vector is added at (vector arms)."""
     coeff: float = 0.0
-    """Multiplier of the vector, or of the neurons' values."""
+    """Multiplier of the vector, or of the neurons' values (0 adds nothing to the residual, but
+    sets the neurons to zero)."""
     vector: Float[Tensor, " d_model"] | None = field(default=None, repr=False)
     """Added as ``coeff * vector`` at every position of layer ``layer``."""
     neurons: Bool[Tensor, "block neuron"] | None = field(default=None, repr=False)
