@@ -452,13 +452,14 @@ def bench_steering(
     The en -> fr steering vector (mean residual difference over 32 bundled parallel sentences,
     not timed) is added at every ``layer_stride``-th layer with each coefficient of ``coeffs``,
     plus an unsteered setting; ``n_prompts`` English sentences are continued greedily for
-    ``max_new_tokens`` tokens. The stacked path is ``interp.analysis.steering.generate_stacked``
-    (``rows_per_pass`` rows per generation); the reference generates the prompt batch once per
-    setting under ``Add``. Reports medians, the speedup and the share of answers whose token ids
-    (and texts) agree: all of them on CPU; on a GPU a larger batch may pick other kernels, whose
-    rounding can flip a near-tie.
+    ``max_new_tokens`` tokens. The stacked path is
+    ``interp.analysis.steering_sweep.generate_stacked`` (``rows_per_pass`` rows per generation);
+    the reference generates the prompt batch once per setting under ``Add``. Reports medians, the
+    speedup and the share of answers whose token ids (and texts) agree: all of them on CPU; on a
+    GPU a larger batch may pick other kernels, whose rounding can flip a near-tie.
     """
     from interp.analysis import steering as st
+    from interp.analysis import steering_sweep as sw
     from interp.analysis.similarity import parallel_activations
     from interp.errors import PolylensError
 
@@ -475,19 +476,19 @@ def bench_steering(
     means = st.language_means(parallel_activations(model, train, pooling="mean", progress=False))
     vectors = st.steering_vectors(means)[0, 1]
     layers = list(range(1, model.n_layers, layer_stride))
-    settings = [st.Setting("none"), *st.vector_settings("vector", vectors, layers, grid)]
+    settings = [sw.Setting("none"), *sw.vector_settings("vector", vectors, layers, grid)]
     options = dict(max_new_tokens=max_new_tokens, batch_size=len(prompts))
     results: dict = {}
     # Warm-up (kernels, allocator, stop-criteria set-up), not timed: the first method would pay it.
-    st.generate_stacked(model, prompts[:2], settings[:2], max_new_tokens=2)
+    sw.generate_stacked(model, prompts[:2], settings[:2], max_new_tokens=2)
 
     def stacked() -> None:
-        results["stacked"] = st.generate_stacked(
+        results["stacked"] = sw.generate_stacked(
             model, prompts, settings, rows_per_pass=rows_per_pass, **options
         )
 
     def one_per_setting() -> None:
-        results["one_per_setting"] = st.generate_each(model, prompts, settings, **options)
+        results["one_per_setting"] = sw.generate_each(model, prompts, settings, **options)
 
     methods = {"one_per_setting": one_per_setting, "stacked": stacked}
     timings = interleaved(methods, repeats, cuda=model.device.type == "cuda")

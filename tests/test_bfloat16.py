@@ -209,6 +209,12 @@ EXPERIMENTS = {  # name: (architecture, the smallest config that exercises every
         | {"n_train_per_relation": 2, "max_candidates": 2, "n_demos": 0, "n_verify": 1}
         | {"jacobian_layers": [1], "jacobian_prompts": 1},
     ),
+    "language-steering": (
+        "llama",
+        {"langs": "en,fr,zh", "sources": ["en"], "targets": ["fr"], "n_prompts": 2}
+        | {"layers": [2], "coeffs": [4.0], "neuron_coeffs": [1.0], "n_parallel": 3}
+        | {"max_new_tokens": 2, "top_rate": 0.05},
+    ),
     "refusal-direction": (
         "llama",
         {"langs": "en,fr", "template": "chat", "n_train": 2, "n_val": 1, "n_test": 1}

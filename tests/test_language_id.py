@@ -11,7 +11,12 @@ from collections import defaultdict
 
 import pytest
 
-from interp.analysis.language_id import answer_language, detect_languages
+from interp.analysis.language_id import (
+    answer_language,
+    detect_languages,
+    language_set,
+    top_languages,
+)
 from interp.data import LANGUAGES, load
 from interp.errors import PolylensError
 
@@ -74,3 +79,14 @@ def test_unknown_language_code_is_one_line():
         assert "\n" not in str(info.value)
     with pytest.raises(PolylensError, match="does not know 'xx'; use ISO 639-1 codes"):
         answer_language("hello", ["xx"])
+
+
+def test_top_language_and_its_confidence():
+    texts = ["Le chat dort sur le canapé.", "The cat sleeps on the sofa.", "123 !", ""]
+    got = top_languages(texts, ["en", "fr"])
+    assert [g and g[0] for g in got] == ["fr", "en", None, None]
+    assert all(0.5 < g[1] <= 1 for g in got[:2])
+    assert [g[0] for g in got[:2]] == detect_languages(texts[:2], ["en", "fr"])
+    assert language_set(["fr", "en", "fr"]) == ("en", "fr") and len(language_set(None)) == 12
+    with pytest.raises(PolylensError, match="no language to choose among"):
+        top_languages(["x"], [])

@@ -163,9 +163,9 @@ def test_generate_is_batched_greedy_and_cut_at_stop(llama):
         cut = llama.generate(prompts, max_new_tokens=6, batch_size=4, stop=stop)
         assert all(stop not in t for t in cut)
         assert all(full.startswith(c) for c, full in zip(cut, texts))
-    assert models._cut_at("Paris\nLyon", ["\n"]) == "Paris"
-    assert models._cut_at("Paris. Lyon", ["\n", "."]) == "Paris"
-    assert models._cut_at("Paris", []) == "Paris"
+    assert models.cut_at("Paris\nLyon", ["\n"]) == "Paris"
+    assert models.cut_at("Paris. Lyon", ["\n", "."]) == "Paris"
+    assert models.cut_at("Paris", []) == "Paris"
     with pytest.raises(interp.PolylensError, match="max_new_tokens >= 1"):
         llama.generate(prompts, max_new_tokens=0)
 

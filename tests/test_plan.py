@@ -109,6 +109,15 @@ CASES = {
         {"langs": "en,fr", "n_train_sentences": 3, "n_eval_sentences": 2, "top_rate": 0.05},
         None,
     ),
+    # answers are scored at max_new_tokens tokens; controls only where a best setting exists
+    "language-steering": (
+        "language-steering",
+        LLAMA,
+        {"langs": "en,fr,zh", "sources": ["en"], "targets": ["fr", "zh"], "n_prompts": 3}
+        | {"layers": [1, 3], "coeffs": [4.0, 16.0], "neuron_coeffs": [2.0], "n_parallel": 4}
+        | {"max_new_tokens": 4, "top_rate": 0.05, "n_boot": 10, "rows_per_pass": 8},
+        ("scoring", "after best"),
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from tiny import save_tiny, tiny_model
 
 from interp import PolylensError, extract, intervene, recording
 from interp.analysis import steering as st
+from interp.analysis import steering_sweep as sw
 from interp.analysis.refusal_behaviour import answer_fluency
 from interp.analysis.similarity import parallel_activations
 
@@ -41,10 +42,10 @@ def _settings(model, vector, neuron_values):
     off = torch.zeros_like(mask)
     off[1, 3] = True
     return [
-        st.Setting("none"),
-        *st.vector_settings("vector", vector, [0, 1, 3], [0.0, 12.0]),
-        *st.vector_settings("random", st.random_control(vector), [2], [12.0]),
-        *st.neuron_settings(mask, neuron_values, [1.0, 4.0], deactivate=off),
+        sw.Setting("none"),
+        *sw.vector_settings("vector", vector, [0, 1, 3], [0.0, 12.0]),
+        *sw.vector_settings("random", st.random_control(vector), [2], [12.0]),
+        *sw.neuron_settings(mask, neuron_values, [1.0, 4.0], deactivate=off),
     ]
 
 
@@ -89,11 +90,11 @@ def test_stacked_sweep_equals_one_generation_per_setting(arch):
     settings = _settings(model, vector, values)
     options = dict(max_new_tokens=8, batch_size=3)
     # 7 rows per pass: two settings of a 3-prompt batch at a time, mixing layers and arms.
-    stacked = st.generate_stacked(model, PROMPTS, settings, rows_per_pass=7, **options)
-    each = st.generate_each(model, PROMPTS, settings, **options)
+    stacked = sw.generate_stacked(model, PROMPTS, settings, rows_per_pass=7, **options)
+    each = sw.generate_each(model, PROMPTS, settings, **options)
     assert stacked.ids == each.ids
     assert stacked.texts == each.texts
-    all_in_one = st.generate_stacked(model, PROMPTS, settings, rows_per_pass=10_000, **options)
+    all_in_one = sw.generate_stacked(model, PROMPTS, settings, rows_per_pass=10_000, **options)
     assert all_in_one.ids == each.ids
     # Every edit acts (each non-zero setting changes some answer), so the equality is not vacuous.
     assert all(stacked.ids[i] != stacked.ids[0] for i, s in enumerate(settings) if s.coeff)
@@ -103,8 +104,8 @@ def test_stacked_sweep_equals_one_generation_per_setting(arch):
 
 
 def test_coefficient_zero_reproduces_unsteered_generation(llama, vectors):
-    settings = st.vector_settings("vector", vectors[0, 1], [0, 2, 3], [0.0])
-    got = st.generate_stacked(llama, PROMPTS, [st.Setting("none"), *settings], max_new_tokens=8)
+    settings = sw.vector_settings("vector", vectors[0, 1], [0, 2, 3], [0.0])
+    got = sw.generate_stacked(llama, PROMPTS, [sw.Setting("none"), *settings], max_new_tokens=8)
     plain = llama.generate(PROMPTS, max_new_tokens=8)
     assert all(texts == plain for texts in got.texts)
     assert all(ids == got.ids[0] for ids in got.ids)
@@ -114,7 +115,7 @@ def test_neuron_arm_sets_the_chosen_units(llama):
     values = st.neuron_means(llama, SENTENCES)
     mask = torch.zeros(llama.n_blocks, 128, dtype=torch.bool)
     mask[1, [4, 50]] = True
-    (setting,) = st.neuron_settings(mask, values[1], [2.0])
+    (setting,) = sw.neuron_settings(mask, values[1], [2.0])
     with intervene(llama, setting.edits()), recording(llama, "mlp_act.1") as rec:
         llama.logits(PROMPTS[:2])
     got = rec["mlp_act.1"][0]
@@ -133,12 +134,12 @@ def test_neuron_means_by_hand(llama):
 
 def test_setting_checks_and_description():
     with pytest.raises(PolylensError, match="layer and a vector"):
-        st.Setting("vector", layer=2)
+        sw.Setting("vector", layer=2)
     with pytest.raises(PolylensError, match="neurons and values"):
-        st.Setting("neurons", neurons=torch.zeros(2, 3, dtype=torch.bool))
-    s = st.Setting("vector", layer=1, coeff=4.0, vector=torch.ones(8), label="x")
+        sw.Setting("neurons", neurons=torch.zeros(2, 3, dtype=torch.bool))
+    s = sw.Setting("vector", layer=1, coeff=4.0, vector=torch.ones(8), label="x")
     assert s.describe() == {"arm": "vector", "layer": 1, "coeff": 4.0, "label": "x"}
-    assert st.Setting("none").edits() == {}
+    assert sw.Setting("none").edits() == {}
 
 
 def test_instructed_prompts():
@@ -188,7 +189,7 @@ def test_steering_metrics_on_literal_answers(llama):
     fluency = answer_fluency(llama, prompts[:1], plain[:1])[0]
     assert float(m["fluency"][0, 0]) == pytest.approx(fluency, abs=1e-5)
 
-    settings = [st.Setting("none"), st.Setting("prompt"), st.Setting("other")]
+    settings = [sw.Setting("none"), sw.Setting("prompt"), sw.Setting("other")]
     rows = st.summarize(settings, m, n_boot=50)
     assert rows[1]["success"] == 0.5 and rows[1]["n"] == 2
     assert rows[1]["success_low"] <= 0.5 <= rows[1]["success_high"]

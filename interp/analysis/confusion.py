@@ -59,7 +59,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.analysis.language_id import _codes, _detector, detect_languages
+from interp.analysis.language_id import detect_languages, language_set, top_languages
 from interp.data.languages import LANGUAGES, foreign_letters
 from interp.errors import PolylensError
 
@@ -183,7 +183,7 @@ def answer_confusion(
         raise PolylensError(f"unknown target language {target!r}; use one of {list(LANGUAGES)}")
     if min_words < 1 or not 0 < word_confidence <= 1:
         raise PolylensError("answer_confusion needs min_words >= 1 and word_confidence in (0, 1]")
-    candidates = sorted(set(_codes(langs)) | {target})
+    candidates = sorted(set(language_set(langs)) | {target})
     latin_target = LANGUAGES[target].script == "Latn"
     scored: list[list[tuple[str, list[str]]]] = []
     for text in texts:
@@ -232,15 +232,12 @@ def _confident_other(
     """The ``words`` lingua, alone, confidently names a language other than ``target``."""
     if not words:
         return set()
-    detector = _detector(tuple(candidates))
-    values = detector.compute_language_confidence_values_in_parallel(list(words))
-    out = set()
-    for word, ranked in zip(words, values):
-        if ranked and ranked[0].value >= confidence:
-            code = ranked[0].language.iso_code_639_1.name.lower()
-            if code != target:
-                out.add(word)
-    return out
+    found = top_languages(words, candidates)
+    return {
+        word
+        for word, top in zip(words, found)
+        if top is not None and top[1] >= confidence and top[0] != target
+    }
 
 
 def harmonic_mean(a: float | None, b: float | None) -> float | None:

@@ -51,7 +51,7 @@ def detect_languages(texts: Sequence[str], langs: Sequence[str] | None = None) -
     Raises:
         PolylensError: ``langs`` is empty or names a code lingua does not know.
     """
-    detector = _detector(_codes(langs))
+    detector = _detector(language_set(langs))
     out: list[str | None] = [None] * len(texts)
     todo = [i for i, text in enumerate(texts) if any(ch.isalpha() for ch in text)]
     found = detector.detect_languages_in_parallel_of([texts[i] for i in todo])
@@ -65,8 +65,31 @@ def answer_language(text: str, langs: Sequence[str] | None = None) -> str | None
     return detect_languages([text], langs)[0]
 
 
-def _codes(langs: Sequence[str] | None) -> tuple[str, ...]:
-    """The language set as a sorted tuple of known codes (the detector cache's key)."""
+def top_languages(
+    texts: Sequence[str], langs: Sequence[str] | None = None
+) -> list[tuple[str, float] | None]:
+    """Each text's most likely language among ``langs`` and lingua's confidence in it (0 to 1).
+
+    lingua's confidence values (``compute_language_confidence_values``) of each text alone:
+    how sure it is of that text's language, e.g. of a single word's. None where the text has no
+    letters or lingua gives no language. ``langs`` as ``detect_languages`` takes it.
+    """
+    detector = _detector(language_set(langs))
+    out: list[tuple[str, float] | None] = [None] * len(texts)
+    todo = [i for i, text in enumerate(texts) if any(ch.isalpha() for ch in text)]
+    ranked = detector.compute_language_confidence_values_in_parallel([texts[i] for i in todo])
+    for i, values in zip(todo, ranked):
+        if values:
+            out[i] = (values[0].language.iso_code_639_1.name.lower(), values[0].value)
+    return out
+
+
+def language_set(langs: Sequence[str] | None) -> tuple[str, ...]:
+    """``langs`` as a sorted tuple of codes lingua knows (None: polylens's twelve).
+
+    Raises:
+        PolylensError: ``langs`` is empty or names a code lingua does not know.
+    """
     if langs is None:
         return tuple(sorted(LANGUAGES))
     if isinstance(langs, str):

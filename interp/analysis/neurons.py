@@ -37,13 +37,14 @@ __all__ = [
     "overlap",
     "select_language_neurons",
     "token_loss",
+    "valid_tokens",
 ]
 
 Probs = Float[Tensor, "layer neuron lang"]
 NeuronMask = Bool[Tensor, "lang layer neuron"]
 
 
-def _valid_tokens(model: LoadedModel, batch: dict[str, Tensor]) -> Tensor:
+def valid_tokens(model: LoadedModel, batch: dict[str, Tensor]) -> Bool[Tensor, "batch seq"]:
     """Real tokens of a left-padded batch, special tokens (BOS, pad) left out."""
     special = torch.tensor(model.tokenizer.all_special_ids, device=batch["input_ids"].device)
     return batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], special)
@@ -76,7 +77,7 @@ def activation_probability(
             for _, batch in model.padded_batches(list(lines), batch_size=batch_size):
                 model.body(**batch, use_cache=False)
                 acts = torch.stack([records[s].pop() for s in sites])  # [layer, b, seq, width]
-                valid = _valid_tokens(model, batch)
+                valid = valid_tokens(model, batch)
                 over[li] += ((acts > 0) & valid[None, ..., None]).sum((1, 2)).float()
                 n += int(valid.sum())
             if n == 0:
@@ -168,7 +169,7 @@ def token_loss(model: LoadedModel, texts: Sequence[str], *, batch_size: int = 8)
         logits = model.hf(**batch, use_cache=False).logits[:, :-1]
         targets = batch["input_ids"][:, 1:]
         # A target counts when it is a real token and so is the token it is predicted from.
-        valid = _valid_tokens(model, batch)[:, 1:] & batch["attention_mask"][:, :-1].bool()
+        valid = valid_tokens(model, batch)[:, 1:] & batch["attention_mask"][:, :-1].bool()
         nll = torch.nn.functional.cross_entropy(
             logits[valid].float(), targets[valid], reduction="sum"
         )

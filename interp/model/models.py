@@ -413,7 +413,7 @@ class LoadedModel:
             )
             new = generated[:, batch["input_ids"].shape[1] :]
             for row, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
-                texts[row] = _cut_at(text, stops)
+                texts[row] = cut_at(text, stops)
         return texts
 
 
@@ -562,7 +562,7 @@ def _check_model_dir(path: Path, *, weights: bool = True) -> None:
         )
 
 
-def _cut_at(text: str, stops: Sequence[str]) -> str:
+def cut_at(text: str, stops: Sequence[str]) -> str:
     """``text`` up to (not including) the first occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
     return text[:cut]
