@@ -197,17 +197,7 @@ def _generate(
 ) -> tuple[list[list[int]], list[str]]:
     """Greedy ids (trailing pads removed) and texts of a padded batch, as ``model.generate``."""
     pad = model.tokenizer.pad_token_id
-    out = model.hf.generate(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad,
-        use_cache=True,
-        stop_strings=stops or None,
-        tokenizer=model.tokenizer,
-    )
-    new = out[:, batch["input_ids"].shape[1] :].tolist()
+    new = model.greedy_ids(batch, max_new_tokens=max_new_tokens, stops=stops).tolist()
     ids = []
     for row in new:
         while row and row[-1] == pad:

@@ -364,6 +364,32 @@ class LoadedModel:
         return torch.cat(parts)
 
     @torch.inference_mode()
+    def greedy_ids(
+        self,
+        batch: dict[str, Tensor],
+        *,
+        max_new_tokens: int,
+        stops: Sequence[str] = (),
+        use_cache: bool = True,
+    ) -> Tensor:
+        """The new token ids of the greedy continuation of one left-padded batch.
+
+        A row that produced a stop string (or the end of its turn) is padded after it until the
+        whole batch has; ``generate`` decodes and cuts the texts.
+        """
+        generated = self.hf.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=use_cache,
+            stop_strings=list(stops) or None,
+            tokenizer=self.tokenizer,
+        )
+        return generated[:, batch["input_ids"].shape[1] :]
+
+    @torch.inference_mode()
     def generate(
         self,
         prompts: Sequence[str],
@@ -394,24 +420,15 @@ class LoadedModel:
         if max_new_tokens < 1 or batch_size < 1:
             raise PolylensError("generation needs max_new_tokens >= 1 and batch_size >= 1")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        pad = self.tokenizer.pad_token_id
         texts: list[str] = [""] * len(prompts)
         n_batches = -(-len(prompts) // batch_size)
         batches = self.padded_batches(list(prompts), batch_size=batch_size)
         for rows, batch in tqdm(
             batches, total=n_batches, desc="generate", unit="batch", disable=not progress
         ):
-            generated = self.hf.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                use_cache=use_cache,
-                stop_strings=stops or None,
-                tokenizer=self.tokenizer,
+            new = self.greedy_ids(
+                batch, max_new_tokens=max_new_tokens, stops=stops, use_cache=use_cache
             )
-            new = generated[:, batch["input_ids"].shape[1] :]
             for row, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
                 texts[row] = cut_at(text, stops)
         return texts
