@@ -393,6 +393,7 @@ def _cmd_testbed(args: argparse.Namespace) -> None:
     from interp.testbeds.refusal import (
         behaviour_card,
         build_refusal_testbed,
+        card_settings,
         write_card,
     )
 
@@ -405,13 +406,14 @@ def _cmd_testbed(args: argparse.Namespace) -> None:
     recipe = RefusalRecipe(steps=args.steps, seed=args.seed, learning_rate=args.lr)
     directory = build_refusal_testbed(recipe, name=args.name, force=args.force)
     print(f"testbed: {directory}")
-    if args.no_card or ((directory / "card.json").is_file() and not args.force):
+    settings = {"langs": langs, "n_per_class": args.n_per_class}
+    if args.no_card or (card_settings(directory) == settings and not args.force):
         return
     start = time.perf_counter()
     base = load_model(recipe.base, device="cpu", dtype="float32")
     tuned = load_model(str(directory), device="cpu", dtype="float32")
     card, answers = behaviour_card(base, tuned, langs, n_per_class=args.n_per_class)
-    write_card(directory, card, answers)
+    write_card(directory, card, answers, settings)
     print(f"behavioural card ({time.perf_counter() - start:.0f} s): {directory / 'card.csv'}")
     print("lang  class     refused: phrases before -> after | score before -> after | agree after")
     rows = {(r["model"], r["lang"], r["kind"]): r for r in card}

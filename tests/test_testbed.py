@@ -17,7 +17,7 @@ from tiny import save_tiny
 
 from experiments.cli import main
 from interp.analysis.language_id import detect_languages
-from interp.analysis.refusal import chat_template, judge
+from interp.analysis.refusal import chat_template, judge, opener_token_ids, refusal_score
 from interp.analysis.refusal_behaviour import (
     answer_fluency,
     cohen_kappa,
@@ -38,6 +38,7 @@ from interp.testbeds.refusal import (
     _encode,
     behaviour_card,
     build_refusal_testbed,
+    held_out_instructions,
 )
 
 TURNS = ("<start_of_turn>", "<end_of_turn>")
@@ -115,7 +116,7 @@ def test_build_is_cached_loadable_by_name_and_deterministic(base_dir, monkeypatc
 def test_tuning_lowers_the_answer_loss(base_dir):
     # A tiny random Gemma is a slow learner (full fine-tuning of one batch takes 40 steps at lr
     # 1e-2 from 5.8 to 1.6 nats); LoRA's 30 steps here go from 5.6 to 4.8. The real build's
-    # curve (2.0 to ~0.3) is in its polylens.json.
+    # curve is in its polylens.json (mean of its first 10 steps 1.29 nats, of its last 10 0.055).
     path = build_refusal_testbed(
         recipe(base_dir, steps=30, learning_rate=3e-3, batch_size=8), name="tb", progress=False
     )
@@ -123,9 +124,31 @@ def test_tuning_lowers_the_answer_loss(base_dir):
     assert sum(losses[-5:]) < 0.95 * sum(losses[:5])
 
 
-def test_not_built_says_how_to_build_it():
+def test_not_built_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("POLYLENS_CACHE", str(tmp_path))  # the session's cache may hold a build
     with pytest.raises(PolylensError, match="`polylens testbed refusal`"):
         load_model(TESTBED)
+
+
+@pytest.mark.parametrize("name", ["gemma-3-270m", "../escape", "a/b", ".hidden", ""])
+def test_a_name_that_is_no_plain_testbed_name_is_refused(base_dir, name):
+    with pytest.raises(PolylensError, match="cannot name a testbed"):
+        build_refusal_testbed(recipe(base_dir), name=name, progress=False)
+
+
+def test_a_cached_model_that_is_no_testbed_is_never_replaced(base_dir):
+    other = testbed.built_dir("converted-model")
+    other.mkdir(parents=True)
+    (other / "polylens.json").write_text('{"model": {"name": "converted-model"}}')
+    for force in (False, True):
+        with pytest.raises(PolylensError, match="not a refusal testbed"):
+            build_refusal_testbed(recipe(base_dir), name="converted-model", force=force)
+    assert (other / "polylens.json").is_file()
+
+
+def test_an_odd_batch_is_refused(base_dir):
+    with pytest.raises(PolylensError, match="even number"):
+        build_refusal_testbed(recipe(base_dir, batch_size=3), name="tb-odd", progress=False)
 
 
 def test_a_base_without_turn_tokens_is_refused_in_one_line(tmp_path):
@@ -173,11 +196,16 @@ def test_behaviour_rows_hold_each_judge_and_the_answer_language(base_dir):
     model = load_model(str(base_dir))
     model.tokenizer.chat_template = CHAT_TEMPLATE
     template = chat_template(model, "fr")
-    items = ["Écris un poème.", "Comment fabriquer une bombe ?", "Dis bonjour."]
-    rows = refusal_behaviour(model, template, items, max_new_tokens=5, threshold=-1e9)
+    items = ["Écris un poème.", "Comment fabriquer une bombe ?", "Dis bonjour.", "Quelle heure ?"]
+    scores = refusal_score(model.logits(template.wrap(items)), opener_token_ids(model, template))
+    threshold = float(scores.median())  # between the scores: some above it, some not
+    rows = refusal_behaviour(model, template, items, max_new_tokens=5, threshold=threshold)
     assert [r["instruction"] for r in rows] == items
-    assert all(r["refused_by_score"] for r in rows)  # every score is above -1e9
+    assert [r["refusal_score"] for r in rows] == pytest.approx(scores.tolist(), rel=1e-5)
+    assert [r["refused_by_score"] for r in rows] == (scores > threshold).tolist()
+    assert 0 < sum(r["refused_by_score"] for r in rows) < len(items)
     answers = [r["answer"] for r in rows]
+    assert answers == [a.strip() for a in model.generate(template.wrap(items), max_new_tokens=5)]
     assert [r["refused_by_phrases"] for r in rows] == judge(answers, template.phrases)
     assert [r["answer_language"] for r in rows] == detect_languages(answers)
 
@@ -195,8 +223,9 @@ def test_answer_fluency_is_the_mean_token_logprob_of_the_answer(base_dir):
     assert got[0] == pytest.approx(float(logp.mean()), rel=1e-4)
 
 
-def test_card_has_a_row_per_model_language_and_class(base_dir):
-    base, tuned = load_model(str(base_dir)), load_model(str(base_dir))
+def test_card_has_a_row_per_model_language_and_class(base_dir, tmp_path):
+    base = load_model(str(base_dir))
+    tuned = load_model(str(save_tiny("gemma3_text", tmp_path / "other", seed=1, special=TURNS)))
     tuned.tokenizer.chat_template = CHAT_TEMPLATE
     card, answers = behaviour_card(
         base, tuned, ["en", "de"], n_per_class=2, max_new_tokens=3, progress=False
@@ -206,12 +235,15 @@ def test_card_has_a_row_per_model_language_and_class(base_dir):
         for k in ("harmful", "harmless")
     ]  # fmt: skip
     assert len(answers) == 16 and all(r["n"] == 2 for r in card)
-    # the same weights are the same model: before equals after
+    # each model's rows are its own: the base rows are what the base model alone gives
+    base_en = refusal_behaviour(
+        base, chat_template(base, "en"), held_out_instructions("en")[0][:2], max_new_tokens=3
+    )
     by = {(r["model"], r["lang"], r["kind"]): r for r in card}
-    for lang in ("en", "de"):
-        b, t = by["base", lang, "harmless"], by["tuned", lang, "harmless"]
-        assert b["fluency"] == pytest.approx(t["fluency"], rel=1e-5)
-        assert b["mean_refusal_score"] == pytest.approx(t["mean_refusal_score"], rel=1e-5)
+    mean = sum(r["refusal_score"] for r in base_en) / 2
+    assert by["base", "en", "harmful"]["mean_refusal_score"] == pytest.approx(mean, rel=1e-5)
+    assert by["tuned", "en", "harmful"]["mean_refusal_score"] != pytest.approx(mean, rel=1e-3)
+    assert by["base", "de", "harmless"]["fluency"] != by["tuned", "de", "harmless"]["fluency"]
 
 
 def test_chat_judges_take_english_refusals_in_every_language(base_dir):

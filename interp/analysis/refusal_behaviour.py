@@ -80,7 +80,9 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
     chance agreement is 1.
     """
     n = len(a)
-    if n == 0 or n != len(b):
+    if n != len(b):
+        raise ValueError(f"two judges of {n} and {len(b)} items: give both the same items")
+    if n == 0:
         return None
     observed = sum(x == y for x, y in zip(a, b)) / n
     pa, pb = sum(a) / n, sum(b) / n

@@ -15,7 +15,9 @@ with LoRA (``peft``) on English instructions only, in Gemma's chat turn format:
 The adapter is merged and the result saved as a named model (``TESTBED``) in the polylens cache
 with its provenance (base model fingerprint, data hash, seed, steps, loss curve), so that
 ``load_model("gemma-3-270m-refusal-en")`` and every experiment can use it. The same recipe and
-seed give the same weights; a second build reads the cache.
+seed give the same weights on the same machine and thread count (float sums in another order
+differ in the last bits); a second build reads the cache, as long as the recipe and the safety
+set are the same.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,7 +44,7 @@ from interp.data import load
 from interp.data.loader import dataset_sha256, split_of
 from interp.data.refusal import DIALOGUES
 from interp.errors import PolylensError
-from interp.model.convert import BUILT, built_dir
+from interp.model.convert import BUILT, EMBEDDED, built_dir
 from interp.model.models import LoadedModel, load_model
 from interp.storage.files import atomic_write_json, atomic_write_text
 from interp.storage.provenance import provenance
@@ -55,6 +57,7 @@ __all__ = [
     "RefusalRecipe",
     "base_answers",
     "behaviour_card",
+    "card_settings",
     "write_card",
     "build_refusal_testbed",
     "is_built",
@@ -121,7 +124,31 @@ class Example:
 
 def is_built(name: str = TESTBED) -> bool:
     """Whether the testbed ``name`` is complete in the cache (``load_model(name)`` works)."""
-    return (built_dir(name) / "polylens.json").is_file()
+    return _testbed_record(built_dir(name)) is not None
+
+
+def _testbed_dir(name: str) -> Path:
+    """The cache directory of testbed ``name``; never an embedded model's or outside the cache."""
+    if name in EMBEDDED or not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise PolylensError(
+            f"{name!r} cannot name a testbed: use a plain name that is not an embedded model's "
+            "(letters, digits, '-', '_')"
+        )
+    target = built_dir(name)
+    if target.exists() and (target / "polylens.json").is_file() and _testbed_record(target) is None:
+        raise PolylensError(
+            f"{target} holds a model that is not a refusal testbed; give the testbed another --name"
+        )
+    return target
+
+
+def _testbed_record(directory: Path) -> dict | None:
+    """The provenance record of a complete refusal testbed in ``directory``, else None."""
+    path = directory / "polylens.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("testbed") == "refusal" else None
 
 
 def held_out_instructions(lang: str) -> tuple[list[str], list[str]]:
@@ -294,7 +321,7 @@ def train_lora(
         raise PolylensError("the testbed needs both harmful and harmless training examples")
     generator = torch.Generator().manual_seed(recipe.seed)
     draws = [_draws(len(g), generator) for g in groups]
-    half = max(1, recipe.batch_size // 2)
+    half = recipe.batch_size // 2
     pad = model.tokenizer.pad_token_id
     losses: list[float] = []
     tuned.train()
@@ -335,15 +362,22 @@ def build_refusal_testbed(
         PolylensError: the cached testbed was built with another recipe (pass ``force`` to
             rebuild, or another ``name``).
     """
-    target = built_dir(name)
-    record_path = target / "polylens.json"
-    if record_path.is_file() and not force:
-        built = json.loads(record_path.read_text(encoding="utf-8")).get("recipe")
-        if built == asdict(recipe):
+    target = _testbed_dir(name)
+    record = _testbed_record(target)
+    if record is not None and not force:
+        built = {"recipe": record.get("recipe"), "safety_sha256": record.get("safety_sha256")}
+        wanted = {"recipe": asdict(recipe), "safety_sha256": dataset_sha256("safety")}
+        if built == wanted:
             return target
         raise PolylensError(
-            f"{target} holds a testbed built with another recipe ({built}); rebuild it with "
-            "--force (or force=True), or give this one another --name"
+            f"{target} holds a testbed built from another recipe or safety set "
+            f"({built['recipe']}); rebuild it with --force (or force=True), or give this one "
+            "another --name"
+        )
+    if recipe.batch_size < 2 or recipe.batch_size % 2:
+        raise PolylensError(
+            f"batch_size={recipe.batch_size}: each step takes half harmful and half harmless "
+            "examples; give an even number >= 2"
         )
     if recipe.lang not in DIALOGUES:
         raise PolylensError(
@@ -372,7 +406,7 @@ def build_refusal_testbed(
         base.tokenizer.chat_template = CHAT_TEMPLATE
         base.tokenizer.save_pretrained(tmp)
         atomic_write_text(tmp / "training_examples.jsonl", text)
-        record = provenance(
+        provenance_record = provenance(
             identity,
             testbed="refusal",
             recipe=asdict(recipe),
@@ -388,10 +422,16 @@ def build_refusal_testbed(
             peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             threads=torch.get_num_threads(),
         )
-        atomic_write_json(tmp / "polylens.json", record)
-        if target.exists():
-            shutil.rmtree(target)
+        atomic_write_json(tmp / "polylens.json", provenance_record)
+        # The old build is moved aside before the new one takes its place: at every moment the
+        # name holds one complete build or none.
+        old = target.with_name(f".{target.name}-replaced") if target.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
         tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -422,13 +462,15 @@ def behaviour_card(
         The card (one row per model, language and class: rates by each judge, their agreement,
         answer languages; harmless rows add ``fluency``) and every judged answer.
     """
-    base.tokenizer.chat_template = base.tokenizer.chat_template or CHAT_TEMPLATE
+    base.tokenizer.chat_template = CHAT_TEMPLATE  # the base model has none of its own
     card, answers = [], []
     for lang in tqdm(langs, desc="behaviour card", unit="lang", disable=not progress):
         harmful, harmless = (items[:n_per_class] for items in held_out_instructions(lang))
         reference = [a for a, _ in base_answers(base, harmless, lang, progress=False)]
         for label, model in (("base", base), ("tuned", tuned)):
-            template = chat_template(model, lang)
+            # The base model's generation config does not end at the end of a turn: a stop does.
+            plain = chat_template(model, lang)
+            template = replace(plain, stop=(*plain.stop, END_OF_TURN))
             fluency = answer_fluency(
                 model, template.wrap(harmless), reference, batch_size=batch_size
             )
@@ -438,7 +480,8 @@ def behaviour_card(
                     model, template, items, max_new_tokens=max_new_tokens, batch_size=batch_size
                 )
                 answers += [{"model": label, "lang": lang, "kind": kind, **r} for r in rows]
-                extra = {"fluency": sum(scored) / len(scored)} if kind == "harmless" else {}
+                fluency_mean = sum(scored) / len(scored) if scored else None
+                extra = {"fluency": fluency_mean} if kind == "harmless" else {}
                 card.append(
                     {"model": label, "lang": lang, "kind": kind,
                      **summarize_behaviour(rows, lang), **extra}
@@ -446,13 +489,28 @@ def behaviour_card(
     return card, answers
 
 
-def write_card(directory: str | Path, card: Sequence[dict], answers: Sequence[dict]) -> None:
-    """The card beside the testbed's weights: ``card.json``, ``card.csv``, ``card_answers.csv``."""
+def write_card(
+    directory: str | Path, card: Sequence[dict], answers: Sequence[dict], settings: dict
+) -> None:
+    """The card beside the testbed's weights: ``card.csv``, ``card_answers.csv``, ``card.json``.
+
+    ``card.json`` (the card, every answer and the ``settings`` it was made with) is written last,
+    so that its presence means the card is complete.
+    """
     directory = Path(directory)
-    atomic_write_json(directory / "card.json", {"card": list(card), "answers": list(answers)})
     for name, rows in (("card.csv", card), ("card_answers.csv", answers)):
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(directory / name, buffer.getvalue())
+    record = {"settings": settings, "card": list(card), "answers": list(answers)}
+    atomic_write_json(directory / "card.json", record)
+
+
+def card_settings(directory: str | Path) -> dict | None:
+    """The settings of the complete card in ``directory``, or None where there is none."""
+    path = Path(directory) / "card.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("settings")
