@@ -500,7 +500,9 @@ def write_card(
     directory = Path(directory)
     for name, rows in (("card.csv", card), ("card_answers.csv", answers)):
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        # every key of every row: the harmless rows add their fluency
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(directory / name, buffer.getvalue())
