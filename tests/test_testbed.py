@@ -8,6 +8,7 @@ the cache, loading by name, and the card's judges against hand-computed cases.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -257,3 +258,16 @@ def test_chat_judges_take_english_refusals_in_every_language(base_dir):
     assert judge(["I cannot help with that.", "ขออภัย ฉันช่วยไม่ได้", "1. Boil water"], t.phrases) == [
         True, True, False,
     ]  # fmt: skip
+
+
+def test_card_files_hold_every_column_and_the_settings(tmp_path):
+    card = [
+        {"model": "base", "lang": "en", "kind": "harmful", "n": 2},
+        {"model": "base", "lang": "en", "kind": "harmless", "n": 2, "fluency": -1.5},
+    ]
+    answers = [{"model": "base", "lang": "en", "answer": "I cannot."}]
+    assert testbed.card_settings(tmp_path) is None
+    testbed.write_card(tmp_path, card, answers, {"langs": ["en"], "n_per_class": 2})
+    rows = list(csv.DictReader((tmp_path / "card.csv").open()))
+    assert [r["fluency"] for r in rows] == ["", "-1.5"]
+    assert testbed.card_settings(tmp_path) == {"langs": ["en"], "n_per_class": 2}
