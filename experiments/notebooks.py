@@ -104,7 +104,8 @@ def clean_outputs(outputs: list) -> list:
                     continue
                 output["data"] = data
         kept.append(output)
-    return kept
+    # A dropped progress bar may leave two pieces of the same stream side by side.
+    return _merge_streams(kept)
 
 
 def strip_volatile(nb, metadata: dict) -> None:

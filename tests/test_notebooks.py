@@ -114,6 +114,11 @@ def test_clean_outputs_keeps_what_a_code_host_shows():
         figure,
     ]
     assert json.dumps(kept)  # still plain JSON
+    # a progress bar dropped between two prints leaves one stdout output, as a rerun stores it
+    second = {"output_type": "stream", "name": "stdout", "text": "layer 1\n"}
+    kept = clean_outputs(copy.deepcopy([text, bar[0], second]))
+    assert kept == [{**text, "text": "layer 0\nlayer 1\n"}]
+    assert clean_outputs(copy.deepcopy(kept)) == kept
 
 
 def test_notebooks_command_names_an_unknown_notebook(capsys):
