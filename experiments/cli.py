@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LoRA-tuned to refuse harmful requests in English (interp/testbeds/refusal.py), saved in "
         "the polylens cache as a named model every experiment can load, then its behavioural "
         "card: refusal rates before and after tuning in every language, judged two ways. About "
-        "20 minutes for the build and 15 for the card on two CPU cores; later runs read both.",
+        "25 minutes for the build and 90 for the card on two busy CPU cores; later runs read both.",
     )
     p.add_argument("kind", choices=["refusal"], help="which testbed")
     p.add_argument("--steps", type=_positive(int), default=RefusalRecipe.steps, help="LoRA steps")

@@ -111,7 +111,7 @@ def find_built(name: str) -> Path:
     if not (path / "polylens.json").is_file():
         raise PolylensError(
             f"model {name!r} is built from the embedded model, not shipped; build it once with "
-            f"`{BUILT[name]}` (about 20 minutes on two CPU cores)"
+            f"`{BUILT[name]}` (24 minutes measured on two busy CPU cores)"
         )
     return path
 
