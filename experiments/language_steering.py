@@ -93,7 +93,8 @@ class SteeringConfig(ExperimentConfig):
     neither its source nor its target)."""
     tolerance: float = 1.0
     """Best setting: the highest success whose mean fluency is at most this many nats per token
-    below the unsteered answers'."""
+    below the native answers' (the model's own answers to the target-language prompts; every
+    answer is scored after the target-language version of its prompt)."""
     rows_per_pass: int = 256
     """Rows per generation: prompt copies of several settings stacked."""
     n_boot: int = 1000
@@ -255,9 +256,10 @@ def workload(config: SteeringConfig, model: LoadedModel) -> Workload:
         if "prompt" in config.arms:
             asked = [p for t in targets for p in wrap(model, prompts[s], config.template, t)]
             passes += sw.sweep_passes(model, f"prompting arm ({s})", asked, 1, **gen)
-        for t in targets:
-            n = 1 + grid + ("prompt" in config.arms)
-            passes += st.metrics_passes(model, f"scoring ({s}>{t})", plain, n, **scoring)
+        for t in targets:  # unsteered, native, the grid, the prompting arm
+            n = 2 + grid + ("prompt" in config.arms)
+            in_target = wrap(model, prompts[t], config.template)
+            passes += st.metrics_passes(model, f"scoring ({s}>{t})", in_target, n, **scoring)
         if vector:
             passes += sw.sweep_passes(
                 model, f"after best: controls ({s})", plain, 2 * len(targets), **gen
@@ -269,12 +271,13 @@ def workload(config: SteeringConfig, model: LoadedModel) -> Workload:
                         model, f"after best: instructed and steered ({s}>{t})", asked, 1, **gen
                     )
                 passes += st.metrics_passes(
-                    model, f"after best: scoring ({s}>{t})", plain,
+                    model, f"after best: scoring ({s}>{t})",
+                    wrap(model, prompts[t], config.template),
                     2 + ("prompt" in config.arms), plain_among_answers=False, **scoring,
                 )  # fmt: skip
     for x in config.confusion_langs():
         wrapped = wrap(model, prompts[x], config.template)
-        if x not in config.sources:
+        if x not in config.sources:  # generated before the sweep of the first source it serves
             passes += sw.sweep_passes(model, f"monolingual ({x})", wrapped, 1, **gen)
         if vector and x in config.targets:
             n = sum(s != x for s in config.sources)

@@ -17,6 +17,7 @@ SHOWN = ("success", "meaning", "fluency", "repetition", "lpr")
 """The summary columns the report's tables show (every column: tables/settings.csv)."""
 LABELS = {
     "none": "unsteered",
+    "native": "asked in the target (unsteered)",
     "vector": "vector (best)",
     "neurons": "neurons (best)",
     "prompt": "prompt",
@@ -64,9 +65,10 @@ def write_tables(out: ResultDir, config, sweep, layers: list[int], confusion: li
         "Best setting per pair and arm",
         "success: share of answers lingua identifies as the target language; meaning: cosine of "
         "the answer's and the unsteered answer's mean residual at the middle layer; fluency: "
-        "mean log-probability per token of the answer after the source prompt, unedited model; "
-        "repetition: seq-rep-4; lpr: LCB's line-level pass rate for the target. Best: the "
-        f"highest success within {config.tolerance:g} nats per token of the unsteered fluency. "
+        "mean log-probability per token of the answer after the target-language version of its "
+        "prompt, unedited model; repetition: seq-rep-4; lpr: LCB's line-level pass rate for the "
+        "target. 'asked in the target': the model's own answers to the target-language prompts. "
+        f"Best: the highest success within {config.tolerance:g} nats per token of their fluency. "
         "Controls at the best vector layer and coefficient. Intervals: tables/best.csv.",
         [
             {"pair": f"{r['source']}>{r['target']}", "arm": LABELS.get(r["arm"], r["arm"])}
@@ -139,7 +141,7 @@ def _figures(out: ResultDir, config, sweep, layers: list[int], confusion: list[d
                     for x in layers
                 ]
                 series[f"vector x{c:g}"] = _band(at)
-            for arm in ("none", "neurons", "prompt"):
+            for arm in ("none", "native", "neurons", "prompt"):
                 if best.get(arm) is not None:
                     flat = _band([best[arm]] * len(layers))
                     series[LABELS[arm]] = flat
@@ -148,8 +150,8 @@ def _figures(out: ResultDir, config, sweep, layers: list[int], confusion: list[d
                 f"Success by layer, {s} > {t}",
                 f"Share of answers to {s} prompts in {t}, with the {s}>{t} vector added at each "
                 "layer (one line per coefficient; band: 95% bootstrap interval over prompts). "
-                "Flat lines: the arms with no layer (the unsteered answers, the best neuron "
-                "setting, the instruction).",
+                "Flat lines: the arms with no layer (the unsteered answers, the answers to the "
+                f"{t} prompts, the best neuron setting, the instruction).",
                 *plots.lines_with_bands(
                     layers, series, title=f"{s} > {t}", xlabel="layer", ylabel="success"
                 ),
@@ -160,7 +162,8 @@ def _figures(out: ResultDir, config, sweep, layers: list[int], confusion: list[d
                 f"tradeoff_{slug}",
                 f"Success against fluency, {s} > {t}",
                 "Each setting's mean success against its mean fluency (log-probability per token "
-                "of the answer under the unedited model). Up and to the right is better; L: the "
+                f"of the answer after the {t} prompt, unedited model). Up and to the right is "
+                "better; the native point is the model asked in the target language; L: the "
                 "vector's layer, x: its coefficient, N: the neurons' coefficient.",
                 *plots.labelled_scatter(
                     np.array([[r["fluency"], r["success"]] for r in points]),
@@ -213,6 +216,8 @@ def _short(row: dict) -> str:
         return f"L{row['layer']} x{row['coeff']:g}"
     if row["arm"] == "neurons":
         return f"N x{row['coeff']:g}"
+    if row["arm"] == "native":
+        return "native"
     return LABELS.get(row["arm"], row["arm"])
 
 
@@ -286,9 +291,9 @@ def controls(out: ResultDir, config, sweep) -> list[dict]:
         ),
     ]
     fluency = [
-        (c["none"]["fluency"], c["vector"]["fluency"])
+        (c["native"]["fluency"], c["vector"]["fluency"])
         for c in picked
-        if c.get("vector") is not None and c["none"]["fluency"] is not None
+        if c.get("vector") is not None and c["native"]["fluency"] is not None
     ]
     if fluency:
         drop = _mean([b - a for a, b in fluency])
@@ -296,8 +301,9 @@ def controls(out: ResultDir, config, sweep) -> list[dict]:
             out.control(
                 "A broken model whose garbled output lingua happens to call the target language.",
                 "Fluency of the best vector setting's answers under the unedited model against "
-                f"the unsteered answers' (the best setting stays within {config.tolerance:g} "
-                "nats per token); answers are in tables/answers.csv.",
+                "the model's own answers to the target-language prompts, both read after those "
+                f"prompts (the best setting stays within {config.tolerance:g} nats per token); "
+                "answers are in tables/answers.csv.",
                 f"mean fluency change {drop:+.2f} nats per token over {len(fluency)} pair(s).",
             )
         )
@@ -321,6 +327,7 @@ def metrics(config, sweep, layers, confusion, parallel_source, prompts_source, n
         "n_prompts": config.n_prompts,
         "n_pairs": len(config.pairs),
         "success_unsteered": over_pairs("none"),
+        "success_native": over_pairs("native"),
         "success_vector": over_pairs("vector"),
         "success_neurons": over_pairs("neurons"),
         "success_prompt": over_pairs("prompt"),
@@ -328,6 +335,7 @@ def metrics(config, sweep, layers, confusion, parallel_source, prompts_source, n
         "success_random_control": over_pairs("random"),
         "success_unrelated_control": over_pairs("unrelated"),
         "fluency_unsteered": over_pairs("none", "fluency"),
+        "fluency_native": over_pairs("native", "fluency"),
         "fluency_vector": over_pairs("vector", "fluency"),
         "meaning_vector": over_pairs("vector", "meaning"),
         "monolingual_lpr": _mean([r["lpr"] for r in plain if r["condition"] == "monolingual"]),

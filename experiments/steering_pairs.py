@@ -2,7 +2,9 @@
 
 ``Sweep`` holds what the result is made of: per (source, target) pair, one ``summarize`` row per
 setting, the best setting of each arm, every answer with its metrics, and the language-confusion
-rows of plain and steered answers. The library does the work (``interp.analysis.steering``,
+rows of plain and steered answers. Every answer of a pair is scored after the target-language
+version of its prompt, and the pair's ``native`` row (the model's own answers to those prompts)
+is the fluency the best setting must stay near. The library does the work (``interp.analysis.steering``,
 ``steering_sweep``, ``confusion``); this wires it for the experiment's config.
 """
 
@@ -54,7 +56,7 @@ class Sweep:
         self.answers: list[dict] = []
         """One row per answer: its setting, prompt, text, language and metrics."""
         self.plain: dict[str, list[str]] = {}
-        """Unsteered answers to each source's prompts."""
+        """Unsteered answers to each language's own prompts (sources and targets)."""
         self.asked: dict[tuple[str, str], list[str]] = {}
         """The prompting arm's answers: the source's prompts asking for the target."""
         self.asked_steered: dict[tuple[str, str], tuple[str, list[str]]] = {}
@@ -94,7 +96,9 @@ class Sweep:
                 )  # fmt: skip
             owned[t] = range(start, len(settings))
         texts = self.generate(wrapped, settings, f"{s}: sweep")
-        self.plain[s] = texts[0]
+        self.plain.setdefault(s, texts[0])  # a target of an earlier source has them already
+        for t in targets:
+            self.plain_answers(t)
         n = len(wrapped)
         if "prompt" in arms:
             asked = [p for t in targets for p in wrap(self.model, self.prompts[s],
@@ -103,15 +107,22 @@ class Sweep:
             for k, t in enumerate(targets):
                 self.asked[(s, t)] = got[k * n : (k + 1) * n]
         for t in targets:
-            mine = [settings[0], *(settings[i] for i in owned[t])]
-            answers = [texts[0], *(texts[i] for i in owned[t])]
+            mine = [settings[0], sw.Setting("native", label=t), *(settings[i] for i in owned[t])]
+            answers = [self.plain[s], self.plain[t], *(texts[i] for i in owned[t])]
             if "prompt" in arms:
                 mine.append(sw.Setting("prompt", label=f"{s}>{t}"))
                 answers.append(self.asked[(s, t)])
-            self.rows[(s, t)] = self.score(s, t, wrapped, mine, answers)
+            self.rows[(s, t)] = self.score(s, t, mine, answers)
             self.best[(s, t)] = best_of(config, self.rows[(s, t)])
         if "vector" in arms:
             self.controls(s, targets, wrapped)
+
+    def plain_answers(self, lang: str) -> list[str]:
+        """The unsteered answers to ``lang``'s own prompts, generated once."""
+        if lang not in self.plain:
+            wrapped = wrap(self.model, self.prompts[lang], self.config.template)
+            (self.plain[lang],) = self.generate(wrapped, [sw.Setting("none")], f"{lang}: plain")
+        return self.plain[lang]
 
     def controls(self, s: str, targets: list[str], wrapped: list[str]) -> None:
         """At each pair's best vector setting: a random direction of the same norm, the vector
@@ -144,16 +155,19 @@ class Sweep:
                 (got,) = self.generate(asked, [both], f"{s}>{t}: instructed and steered")
                 self.asked_steered[(s, t)] = (edit_label(b, s, t), got)
                 mine, answers = [*mine, both], [*answers, got]
-            self.rows[(s, t)] += self.score(s, t, wrapped, mine, answers)
+            self.rows[(s, t)] += self.score(s, t, mine, answers)
 
-    def score(self, s: str, t: str, wrapped, settings, answers) -> list[dict]:
-        """``summarize`` rows of one pair's settings; every answer kept for ``answers.csv``."""
+    def score(self, s: str, t: str, settings, answers) -> list[dict]:
+        """``summarize`` rows of one pair's settings; every answer kept for ``answers.csv``.
+
+        Fluency reads each answer after the target-language version of its prompt."""
         config = self.config
+        asked_in_target = wrap(self.model, self.prompts[t], config.template)
         m = st.steering_metrics(
-            self.model, wrapped, answers, self.plain[s], t, batch_size=config.batch_size
+            self.model, asked_in_target, answers, self.plain[s], t, batch_size=config.batch_size
         )
         found = detect_languages([a for row in answers for a in row])
-        records, n = self.prompts[s], len(wrapped)
+        records, n = self.prompts[s], len(asked_in_target)
         for i, (setting, row) in enumerate(zip(settings, answers)):
             for j, (record, answer) in enumerate(zip(records, row)):
                 self.answers.append(
@@ -171,8 +185,6 @@ class Sweep:
         config, rows = self.config, []
         for x in config.confusion_langs():
             settings, labels = [], []
-            if x not in config.sources:
-                settings.append(sw.Setting("none"))
             if "vector" in config.arms and x in config.targets:
                 for s in config.sources:
                     b = self.best.get((s, x), {}).get("vector")
@@ -183,10 +195,8 @@ class Sweep:
                         )  # fmt: skip
                         labels.append(edit_label(b, s, x))
             wrapped = wrap(self.model, self.prompts[x], config.template)
-            texts = self.generate(wrapped, settings, f"{x}: monolingual") if settings else []
-            plain = self.plain[x] if x in config.sources else texts[0]
-            steered = texts[1:] if x not in config.sources else texts
-            plain_row = confusion_row(config, "monolingual", x, x, "none", plain)
+            steered = self.generate(wrapped, settings, f"{x}: monolingual") if settings else []
+            plain_row = confusion_row(config, "monolingual", x, x, "none", self.plain_answers(x))
             rows.append(plain_row)
             rows += [
                 confusion_row(config, "monolingual", x, x, label, answers, plain_row)
@@ -210,11 +220,12 @@ def edit_label(best: dict, source: str, target: str) -> str:
 
 
 def best_of(config: ExperimentConfig, rows: list[dict]) -> dict[str, dict | None]:
-    """The unsteered row, the best vector and neuron settings, the prompting arm's row."""
-    none = next(r for r in rows if r["arm"] == "none")
-    # No unsteered answer scored (all empty): no fluency to stay near.
-    ref = -math.inf if none["fluency"] is None else none["fluency"]
-    best: dict[str, dict | None] = {"none": none}
+    """The unsteered and native rows, the best vector and neuron settings, the prompting arm's."""
+    native = next(r for r in rows if r["arm"] == "native")
+    # No native answer scored (all empty): no fluency to stay near.
+    ref = -math.inf if native["fluency"] is None else native["fluency"]
+    best: dict[str, dict | None] = {"none": next(r for r in rows if r["arm"] == "none")}
+    best["native"] = native
     for arm in ("vector", "neurons"):
         if arm in config.arms:
             best[arm] = st.best_setting(

@@ -8,7 +8,12 @@ import pytest
 from tiny import save_tiny
 
 from experiments import run_experiment
+from experiments.steering_pairs import wrap
 from interp import PolylensError
+from interp.analysis.refusal_behaviour import answer_fluency
+from interp.analysis.steering_sweep import Setting, generate_each
+from interp.data import load
+from interp.model.models import load_model
 
 OVERRIDES = {
     "langs": "en,fr,zh",
@@ -57,15 +62,16 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     assert metrics["n_pairs"] == 2 and metrics["layers"] == [1, 3]
     settings_rows = _csv(out / "tables/settings.csv")
     answers = _csv(out / "tables/answers.csv")
-    # Per pair: unsteered, 2 layers x 2 coefficients, 1 neuron setting, the prompt; then the
-    # controls at the best vector setting (random, unrelated, prompt + vector).
+    # Per pair: unsteered, native (asked in the target), 2 layers x 2 coefficients, 1 neuron
+    # setting, the prompt; then the controls at the best vector setting (random, unrelated,
+    # prompt + vector).
     for target, unrelated in (("fr", "zh"), ("zh", "fr")):
         mine = [r for r in settings_rows if r["target"] == target]
         arms = [r["arm"] for r in mine]
-        assert arms[:7] == ["none"] + ["vector"] * 4 + ["neurons", "prompt"]
+        assert arms[:8] == ["none", "native"] + ["vector"] * 4 + ["neurons", "prompt"]
         best = metrics["per_pair"][f"en>{target}"]
         if best["vector"] is not None:
-            assert arms[7:] == ["random", "unrelated", "prompt+vector"]
+            assert arms[8:] == ["random", "unrelated", "prompt+vector"]
             assert best["unrelated"]["label"] == unrelated
             assert (best["random"]["layer"], best["random"]["coeff"]) == (
                 best["vector"]["layer"],
@@ -81,14 +87,15 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
             ]
             assert len(got) == 4 and float(row["success"]) == pytest.approx(sum(got) / 4)
             assert float(row["success_low"]) <= float(row["success"]) <= float(row["success_high"])
-        # The best vector setting is the most successful within the fluency tolerance.
-        plain = next(r for r in mine if r["arm"] == "none")
+        # The best vector setting is the most successful within the fluency tolerance of the
+        # model's own answers to the target-language prompts.
+        native = next(r for r in mine if r["arm"] == "native")
         allowed = [
             r
             for r in mine
             if r["arm"] == "vector"
             and r["fluency"]
-            and float(r["fluency"]) >= float(plain["fluency"]) - 1.0
+            and float(r["fluency"]) >= float(native["fluency"]) - 1.0
         ]
         if best["vector"] is not None:
             assert best["vector"]["success"] == max(float(r["success"]) for r in allowed)
@@ -103,6 +110,21 @@ def test_experiment_end_to_end_on_a_tiny_model(tmp_path):
     # An answer's success is whether its language is the target.
     for a in answers:
         assert float(a["success"]) == float(a["answer_language"] == a["target"])
+    # Fluency reads an answer after the target-language version of its prompt (not the source
+    # prompt it was generated from), with the unedited model.
+    model = load_model(model_dir)
+    french = {r.id: r for r in load("freeform", ["fr"])}
+    scored = [a for a in answers if a["target"] == "fr" and a["arm"] == "vector" and a["answer"]]
+    for a in scored[:3]:
+        asked = wrap(model, [french[a["prompt_id"]]], "plain")
+        (expected,) = answer_fluency(model, asked, [a["answer"]])
+        assert float(a["fluency"]) == pytest.approx(expected, abs=1e-4)
+    # The native answers are the model's plain answers to the same prompts asked in French.
+    rows = [a for a in answers if a["target"] == "fr" and a["arm"] == "native"]
+    asked = wrap(model, [french[a["prompt_id"]] for a in rows], "plain")
+    again = generate_each(model, asked, [Setting("none")], max_new_tokens=5).texts[0]
+    native = [a["answer"] for a in rows]
+    assert native == again
     # Confusion: plain monolingual (en, fr, zh) and cross-lingual rows, steered where a best
     # vector setting exists, each steered row carrying its plain twin's LPR.
     confusion = _csv(out / "tables/confusion.csv")

@@ -202,7 +202,8 @@ def test_best_setting_rule():
         return {"arm": arm, "layer": layer, "coeff": coeff, "success": success, "fluency": fluency}
 
     rows = [
-        row("none", None, 0.0, 0.0, -2.0),
+        row("native", None, 0.0, 1.0, -2.0),  # the reference: answers asked in the target
+        row("none", None, 0.0, 0.0, -0.5),
         row("vector", 3, 8.0, 1.0, -3.5),  # most success, but 1.5 nats below: out
         row("vector", 5, 4.0, 0.8, -2.5),
         row("vector", 6, 2.0, 0.8, -2.5),  # same success and fluency: smaller coefficient
@@ -212,8 +213,9 @@ def test_best_setting_rule():
     assert st.best_setting(rows, arm="vector")["layer"] == 6
     assert st.best_setting(rows, arm="vector", tolerance=2.0)["layer"] == 3
     assert st.best_setting(rows, arm="vector", reference_fluency=-0.5) is None
+    assert st.best_setting(rows, arm="vector", reference_arm="none") is None  # -0.5 too
     assert st.best_setting(rows, arm="random")["layer"] == 3
-    with pytest.raises(PolylensError, match="reference_fluency"):
+    with pytest.raises(PolylensError, match="reference_fluency or a scored 'native' row"):
         st.best_setting(rows[1:], arm="vector")
 
 

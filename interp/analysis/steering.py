@@ -26,9 +26,11 @@ Per answer (``steering_metrics``), each ``[setting, prompt]``:
   ``meaning_p1``: 1 where the unsteered answer of the same prompt is the nearest of all the
   unsteered answers, which a language offset shared by all candidates cannot change. NaN where
   either answer is empty;
-- ``fluency``: mean log-probability per token of the answer after the source prompt under the
-  unedited model (``refusal_behaviour.answer_fluency``); NaN for an empty answer. A target
-  language answer to a source-language prompt pays for the switch, mostly on its first token;
+- ``fluency``: mean log-probability per token of the answer under the unedited model, after the
+  prompt the caller gives for its column: the experiment gives the target-language version of the
+  source prompt (the freeform set is parallel), so an answer is scored as if the model had been
+  asked in the language it should answer in, and a fluent switch does not pay for the switch
+  itself (``refusal_behaviour.answer_fluency``); NaN for an empty answer;
 - ``repetition``: seq-rep-4 (Welleck et al. 2019), ``1 - distinct 4-grams / 4-grams`` over the
   answer's words (whitespace-separated, lowercased; the letters of a text in Chinese, Japanese
   or Thai, which have no spaces, one per word); 0 for fewer than 5 words;
@@ -38,7 +40,8 @@ Per answer (``steering_metrics``), each ``[setting, prompt]``:
 ``summarize`` gives each setting's means with 95% bootstrap intervals over prompts, LPR / WPR /
 LCPR included, and ``best_setting`` the best layer and coefficient of an arm: the highest success
 among settings whose mean fluency is at most ``tolerance`` (1 nat per token) below a reference
-(the unsteered answers'), ties to higher fluency, then the smaller coefficient.
+(the ``native`` row: the model's own unsteered answers to the target-language prompts), ties to
+higher fluency, then the smaller coefficient.
 """
 
 from __future__ import annotations
@@ -299,7 +302,8 @@ def steering_metrics(
 
     Args:
         model: the unedited model (no edit may be held while it scores).
-        prompts: the source-language prompts, which fluency conditions on (for every arm).
+        prompts: the prompts fluency conditions on, one per answer column (the experiment gives
+            the target-language version of each source prompt, for every setting).
         answers: ``[setting][prompt]`` answers, e.g. ``generate_stacked(...).texts``.
         plain: the unsteered answer to each prompt (the meaning reference).
         target: the language the answers should be in.
@@ -406,6 +410,7 @@ def best_setting(
     *,
     arm: str,
     reference_fluency: float | None = None,
+    reference_arm: str = "native",
     tolerance: float = 1.0,
 ) -> dict | None:
     """The best setting of ``arm``: the highest success whose fluency stays near the reference.
@@ -413,8 +418,9 @@ def best_setting(
     Args:
         rows: ``summarize`` rows (one language pair).
         arm: the arm whose settings compete.
-        reference_fluency: mean fluency to stay near; None: the ``none`` row's (unsteered). The
-            prompting arm's is another choice: fluent target-language answers, scored alike.
+        reference_fluency: mean fluency to stay near; None: the ``reference_arm`` row's.
+        reference_arm: the row whose fluency is the reference: ``native`` (the model's own
+            answers to the target-language prompts, scored alike) or ``none`` (unsteered).
         tolerance: nats per token the mean fluency may fall below the reference.
 
     Returns:
@@ -422,10 +428,12 @@ def best_setting(
         coefficient; None when no setting of the arm stays within the tolerance.
     """
     if reference_fluency is None:
-        plain = [r for r in rows if r["arm"] == "none" and r.get("fluency") is not None]
-        if not plain:
-            raise PolylensError("best_setting needs reference_fluency or an unsteered ('none') row")
-        reference_fluency = plain[0]["fluency"]
+        ref = [r for r in rows if r["arm"] == reference_arm and r.get("fluency") is not None]
+        if not ref:
+            raise PolylensError(
+                f"best_setting needs reference_fluency or a scored {reference_arm!r} row"
+            )
+        reference_fluency = ref[0]["fluency"]
     ok = [
         r
         for r in rows
