@@ -4,8 +4,9 @@
 setting, the best setting of each arm, every answer with its metrics, and the language-confusion
 rows of plain and steered answers. Every answer of a pair is scored after the target-language
 version of its prompt, and the pair's ``native`` row (the model's own answers to those prompts)
-is the fluency the best setting must stay near. The library does the work (``interp.analysis.steering``,
-``steering_sweep``, ``confusion``); this wires it for the experiment's config.
+is the fluency the best setting must stay near. The library does the work
+(``interp.analysis.steering``, ``steering_sweep``, ``confusion``); this wires it for the
+experiment's config.
 """
 
 from __future__ import annotations
