@@ -88,6 +88,9 @@ class RefusalConfig(ExperimentConfig):
     """Held-out instructions per class and language that measure its effects."""
     layer_stride: int = 1
     """Score candidates of every k-th layer only (1: all layers; larger is faster)."""
+    layers: list[int] | None = None
+    """Score candidates of these layers only (overrides layer_stride): e.g. the layer found in
+    one language, to compare every language's direction there."""
     kl_max: float = 0.1
     """Candidates whose ablation moves the harmless next-token distribution more are dropped."""
     prune_fraction: float = 0.2
@@ -119,6 +122,19 @@ class RefusalConfig(ExperimentConfig):
         "spare_top_dims": at_least(0),
     }
     needs_next_token: ClassVar[str | None] = "the refusal direction"
+
+
+def candidate_layers(config: RefusalConfig, n_layers: int) -> list[int]:
+    """The layers whose candidates are scored: ``layers``, or every ``layer_stride``-th."""
+    if config.layers is None:
+        return list(range(0, n_layers, config.layer_stride))
+    bad = [x for x in config.layers if not 0 <= x < n_layers]
+    if bad or not config.layers:
+        raise PolylensError(
+            f"config field layers: {bad[0] if bad else 'empty'}; give layers from 0 to "
+            f"{n_layers - 1} (the model has {n_layers})"
+        )
+    return sorted(set(config.layers))
 
 
 def load_splits(config: RefusalConfig) -> tuple[dict[str, dict[str, dict[str, list[str]]]], str]:
@@ -208,7 +224,7 @@ def workload(config: RefusalConfig, model: LoadedModel) -> Workload:
             for kind, prompts in zip(kinds, train)
         ]  # fmt: skip
         val = [t.wrap(s[kind]["val"]) for kind in kinds]
-        k = len(range(0, n_layers, config.layer_stride)) * n_post
+        k = len(candidate_layers(config, n_layers)) * n_post
         passes += score_candidates_passes(model, "candidates", *val, candidates=k, **rows)
         passes += random_direction_passes(model, "random directions", val[1], **rows)
         passes += held_out_passes(
@@ -242,7 +258,7 @@ def run(config: RefusalConfig) -> Path:
     _check_lengths(model, config, splits)
     store = ActivationStore(config.store)
     langs = config.langs
-    layers = list(range(0, model.n_layers, config.layer_stride))
+    layers = candidate_layers(config, model.n_layers)
     out = ResultDir(NAME, config)
 
     per_lang, score_rows, effect_rows, examples = {}, [], [], []

@@ -20,6 +20,7 @@ from experiments.refusal_direction import RefusalConfig
 from interp.analysis.direction_effects import cosine_by_layer, shared_position
 from interp.analysis.directions import Selection, select_direction
 from interp.analysis.refusal import incontext_template, post_instruction_count
+from interp.errors import PolylensError
 
 # de puts 10 tokens after the instruction, en 9 (on the tiny tokenizer); de runs first, so an
 # index from the start that de selects can be past the end of en's.
@@ -140,3 +141,28 @@ def test_most_chosen_position_missing_in_one_language(tmp_path):
 def _csv(path):
     with open(path, encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def test_layers_field_scores_those_layers_only(tmp_path):
+    langs = ["en"]
+    overrides = {
+        "model": str(save_tiny("llama", tmp_path / "tiny")),
+        "langs": "en",
+        "data": str(_write_user_data(tmp_path / "data", langs)),
+        "n_train": 8,
+        "n_val": 2,
+        "n_test": 2,
+        "n_generate": 0,
+        "layers": [3, 1],
+        "prune_fraction": 0.0,
+        "store": str(tmp_path / "store"),
+        "out": str(tmp_path / "out"),
+    }
+    out = run_experiment("refusal-direction", None, overrides)
+    rows = _csv(out / "tables" / "candidate_scores.csv")
+    scored = {int(r["layer"]) for r in rows if r["bypass"] not in ("", "nan")}
+    assert scored == {1, 3}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["per_language"]["en"]["selected_layer"] in (1, 3)
+    with pytest.raises(PolylensError, match="config field layers: 9; give layers from 0 to"):
+        run_experiment("refusal-direction", None, overrides | {"layers": [1, 9]})
