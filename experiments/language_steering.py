@@ -95,6 +95,9 @@ class SteeringConfig(ExperimentConfig):
     """Best setting: the highest success whose mean fluency is at most this many nats per token
     below the native answers' (the model's own answers to the target-language prompts; every
     answer is scored after the target-language version of its prompt)."""
+    repetition_tolerance: float = 0.2
+    """Best setting: mean repetition (seq-rep-4 over tokens) at most this much above the native
+    answers' (a loop is fluent by log-probability once it has started)."""
     rows_per_pass: int = 256
     """Rows per generation: prompt copies of several settings stacked."""
     n_boot: int = 1000
@@ -111,6 +114,7 @@ class SteeringConfig(ExperimentConfig):
         "filter_rate": _RATE,
         "bar_rate": _RATE,
         "tolerance": above(0),
+        "repetition_tolerance": Range(0, 1),
         "rows_per_pass": at_least(1),
         "n_boot": at_least(1),
         "n_examples": at_least(0),

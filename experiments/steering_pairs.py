@@ -224,14 +224,15 @@ def best_of(config: ExperimentConfig, rows: list[dict]) -> dict[str, dict | None
     """The unsteered and native rows, the best vector and neuron settings, the prompting arm's."""
     native = next(r for r in rows if r["arm"] == "native")
     # No native answer scored (all empty): no fluency to stay near.
-    ref = -math.inf if native["fluency"] is None else native["fluency"]
+    ref = native if native["fluency"] is not None else native | {"fluency": -math.inf}
     best: dict[str, dict | None] = {"none": next(r for r in rows if r["arm"] == "none")}
     best["native"] = native
     for arm in ("vector", "neurons"):
         if arm in config.arms:
             best[arm] = st.best_setting(
-                rows, arm=arm, reference_fluency=ref, tolerance=config.tolerance
-            )
+                rows, arm=arm, reference=ref, tolerance=config.tolerance,
+                repetition_tolerance=config.repetition_tolerance,
+            )  # fmt: skip
     if "prompt" in config.arms:
         best["prompt"] = next(r for r in rows if r["arm"] == "prompt")
     return best

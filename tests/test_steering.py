@@ -149,13 +149,20 @@ def test_instructed_prompts():
 
 
 def test_repetition_rate():
-    # seq-rep-4: 5 four-grams, 4 distinct.
-    assert st.repetition_rate("a b c d a b c d") == pytest.approx(1 - 4 / 5)
-    assert st.repetition_rate("The the THE the the") == pytest.approx(1 - 1 / 2)  # lowercased
-    assert st.repetition_rate("one two three four five") == 0.0
-    assert st.repetition_rate("too short") == 0.0
-    assert st.repetition_rate("") == 0.0
-    assert st.repetition_rate("猫猫猫猫猫猫") == pytest.approx(1 - 1 / 3)  # characters as words
+    # seq-rep-4 over tokens: 5 four-grams, 4 distinct.
+    assert st.repetition_rate([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 - 4 / 5)
+    assert st.repetition_rate([7] * 6) == pytest.approx(1 - 1 / 3)
+    assert st.repetition_rate([1, 2, 3, 4, 5]) == 0.0
+    assert st.repetition_rate([1, 2, 3, 4]) == 0.0  # one four-gram: nothing to repeat
+    assert st.repetition_rate([]) == 0.0
+
+
+def test_repetition_reads_tokens_in_every_script(llama):
+    """A loop without spaces ("itititit") is caught: the metric reads the tokenizer's ids."""
+    answers = [["it" * 12, "wala " * 6, "The river is cold and the sky is clear today."]]
+    m = st.steering_metrics(llama, ["a", "b", "c"], answers, answers[0], "sw")
+    assert m["repetition"][0, 0] > 0.5 and m["repetition"][0, 1] > 0.5
+    assert m["repetition"][0, 2] < 0.2
 
 
 def test_meaning_similarity(llama):
@@ -198,12 +205,15 @@ def test_steering_metrics_on_literal_answers(llama):
 
 
 def test_best_setting_rule():
-    def row(arm, layer, coeff, success, fluency):
-        return {"arm": arm, "layer": layer, "coeff": coeff, "success": success, "fluency": fluency}
+    def row(arm, layer, coeff, success, fluency, repetition=0.1):
+        return {"arm": arm, "layer": layer, "coeff": coeff, "success": success,
+                "fluency": fluency, "repetition": repetition}  # fmt: skip
 
     rows = [
         row("native", None, 0.0, 1.0, -2.0),  # the reference: answers asked in the target
         row("none", None, 0.0, 0.0, -0.5),
+        row("vector", 2, 1.0, 1.0, -1.0, repetition=0.5),  # a fluent loop: out
+        row("vector", 4, 1.0, 0.0, -1.0),  # no success: never best
         row("vector", 3, 8.0, 1.0, -3.5),  # most success, but 1.5 nats below: out
         row("vector", 5, 4.0, 0.8, -2.5),
         row("vector", 6, 2.0, 0.8, -2.5),  # same success and fluency: smaller coefficient
@@ -212,10 +222,11 @@ def test_best_setting_rule():
     ]
     assert st.best_setting(rows, arm="vector")["layer"] == 6
     assert st.best_setting(rows, arm="vector", tolerance=2.0)["layer"] == 3
-    assert st.best_setting(rows, arm="vector", reference_fluency=-0.5) is None
-    assert st.best_setting(rows, arm="vector", reference_arm="none") is None  # -0.5 too
+    assert st.best_setting(rows, arm="vector", repetition_tolerance=0.5)["layer"] == 2
+    assert st.best_setting(rows, arm="vector", reference=rows[1]) is None  # -0.5: none within 1
     assert st.best_setting(rows, arm="random")["layer"] == 3
-    with pytest.raises(PolylensError, match="reference_fluency or a scored 'native' row"):
+    assert st.best_setting([rows[0], rows[3]], arm="vector") is None
+    with pytest.raises(PolylensError, match="a reference row with a fluency, or a 'native' row"):
         st.best_setting(rows[1:], arm="vector")
 
 

@@ -32,22 +32,22 @@ Per answer (``steering_metrics``), each ``[setting, prompt]``:
   asked in the language it should answer in, and a fluent switch does not pay for the switch
   itself (``refusal_behaviour.answer_fluency``); NaN for an empty answer;
 - ``repetition``: seq-rep-4 (Welleck et al. 2019), ``1 - distinct 4-grams / 4-grams`` over the
-  answer's words (whitespace-separated, lowercased; the letters of a text in Chinese, Japanese
-  or Thai, which have no spaces, one per word); 0 for fewer than 5 words;
+  answer's tokens (the model's tokenizer, no special tokens); 0 for fewer than 5 tokens;
 - ``line_pass`` / ``word_pass``: the answer passes LCB's line- / word-level check
   (``interp.analysis.confusion``); NaN where it is not scored.
 
 ``summarize`` gives each setting's means with 95% bootstrap intervals over prompts, LPR / WPR /
 LCPR included, and ``best_setting`` the best layer and coefficient of an arm: the highest success
 among settings whose mean fluency is at most ``tolerance`` (1 nat per token) below a reference
-(the ``native`` row: the model's own unsteered answers to the target-language prompts), ties to
-higher fluency, then the smaller coefficient.
+row's (the ``native`` row: the model's own unsteered answers to the target-language prompts) and
+whose mean repetition is at most ``repetition_tolerance`` (0.2) above it, ties to higher fluency,
+then the smaller coefficient; none where no such setting has any success. The repetition bound
+matters: a loop ("wala wala wala ...") is fluent by log-probability once it has started.
 """
 
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -207,21 +207,15 @@ def instructed(
 
 
 # -- metrics ----------------------------------------------------------------------------------
-def repetition_rate(text: str, *, n: int = 4) -> float:
-    """seq-rep-n: ``1 - distinct n-grams / n-grams`` of the text's words (0 with no n-gram repeat).
+def repetition_rate(tokens: Sequence, *, n: int = 4) -> float:
+    """seq-rep-n (Welleck et al. 2019): ``1 - distinct n-grams / n-grams`` of a token sequence.
 
-    Words are whitespace-separated and lowercased; a text with no spaces but letters of Chinese,
-    Japanese or Thai counts each non-space character as a word. 0 for fewer than ``n + 1`` words.
+    0 with no repeated n-gram, near 1 for a loop ("wala wala wala ...", "itititit..."); 0 for
+    fewer than ``n + 1`` tokens. ``steering_metrics`` passes the answer's token ids (the model's
+    tokenizer, no special tokens), so every script is measured alike.
     """
-    words = text.lower().split()
-    if len(words) <= 1 and any(_unspaced(ch) for ch in text):
-        words = [ch for ch in text if not ch.isspace()]
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return 0.0 if len(grams) < 2 else 1 - len(set(grams)) / len(grams)
-
-
-def _unspaced(ch: str) -> bool:
-    return unicodedata.name(ch, "").startswith(("CJK", "HIRAGANA", "KATAKANA", "THAI"))
 
 
 @torch.inference_mode()
@@ -330,7 +324,8 @@ def steering_metrics(
     )
     by_pair = {pair: math.nan if v is None else v for pair, v in zip(pairs, scored)}
     fluency = torch.tensor([by_pair.get((i % n, a), math.nan) for i, a in enumerate(flat)])
-    repetition = torch.tensor([repetition_rate(a) for a in flat])
+    ids = model.tokenizer(flat, add_special_tokens=False)["input_ids"]
+    repetition = torch.tensor([repetition_rate(x) for x in ids])
     line, word = confusion_flags(answer_confusion(flat, target, langs=langs))
     values = (success, cos, p1, fluency, repetition, line, word)
     return {m: v.float().view(k, n) for m, v in zip(METRICS, values)}
@@ -409,37 +404,39 @@ def best_setting(
     rows: Sequence[dict],
     *,
     arm: str,
-    reference_fluency: float | None = None,
-    reference_arm: str = "native",
+    reference: Mapping | None = None,
     tolerance: float = 1.0,
+    repetition_tolerance: float = 0.2,
 ) -> dict | None:
-    """The best setting of ``arm``: the highest success whose fluency stays near the reference.
+    """The best setting of ``arm``: the highest success that stays near the reference.
 
     Args:
         rows: ``summarize`` rows (one language pair).
         arm: the arm whose settings compete.
-        reference_fluency: mean fluency to stay near; None: the ``reference_arm`` row's.
-        reference_arm: the row whose fluency is the reference: ``native`` (the model's own
-            answers to the target-language prompts, scored alike) or ``none`` (unsteered).
-        tolerance: nats per token the mean fluency may fall below the reference.
+        reference: a row with the ``fluency`` and ``repetition`` to stay near; None: the
+            ``native`` row of ``rows`` (the model's own answers to the target-language prompts).
+        tolerance: nats per token the mean fluency may fall below the reference's.
+        repetition_tolerance: how far the mean repetition (seq-rep-4) may rise above the
+            reference's.
 
     Returns:
         The chosen row (its ``layer`` and ``coeff``), ties to higher fluency then the smaller
-        coefficient; None when no setting of the arm stays within the tolerance.
+        coefficient; None when no setting of the arm with any success stays within both bounds.
     """
-    if reference_fluency is None:
-        ref = [r for r in rows if r["arm"] == reference_arm and r.get("fluency") is not None]
-        if not ref:
-            raise PolylensError(
-                f"best_setting needs reference_fluency or a scored {reference_arm!r} row"
-            )
-        reference_fluency = ref[0]["fluency"]
+    if reference is None:
+        reference = next((r for r in rows if r["arm"] == "native"), None)
+    if reference is None or reference.get("fluency") is None:
+        raise PolylensError("best_setting needs a reference row with a fluency, or a 'native' row")
+    floor = reference["fluency"] - tolerance
+    ceiling = (reference.get("repetition") or 0.0) + repetition_tolerance
     ok = [
         r
         for r in rows
         if r["arm"] == arm
         and r.get("fluency") is not None
-        and r["fluency"] >= reference_fluency - tolerance
+        and r["fluency"] >= floor
+        and (r.get("repetition") or 0.0) <= ceiling
+        and (r.get("success") or 0.0) > 0
     ]
     if not ok:
         return None
