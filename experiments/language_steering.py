@@ -95,7 +95,7 @@ class SteeringConfig(ExperimentConfig):
     """Best setting: the highest success whose mean fluency is at most this many nats per token
     below the native answers' (the model's own answers to the target-language prompts; every
     answer is scored after the target-language version of its prompt)."""
-    repetition_tolerance: float = 0.2
+    repetition_tolerance: float = 0.3
     """Best setting: mean repetition (seq-rep-4 over tokens) at most this much above the native
     answers' (a loop is fluent by log-probability once it has started)."""
     rows_per_pass: int = 256

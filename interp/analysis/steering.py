@@ -40,7 +40,7 @@ Per answer (``steering_metrics``), each ``[setting, prompt]``:
 LCPR included, and ``best_setting`` the best layer and coefficient of an arm: the highest success
 among settings whose mean fluency is at most ``tolerance`` (1 nat per token) below a reference
 row's (the ``native`` row: the model's own unsteered answers to the target-language prompts) and
-whose mean repetition is at most ``repetition_tolerance`` (0.2) above it, ties to higher fluency,
+whose mean repetition is at most ``repetition_tolerance`` (0.3) above it, ties to higher fluency,
 then the smaller coefficient; none where no such setting has any success. The repetition bound
 matters: a loop ("wala wala wala ...") is fluent by log-probability once it has started.
 """
@@ -406,7 +406,7 @@ def best_setting(
     arm: str,
     reference: Mapping | None = None,
     tolerance: float = 1.0,
-    repetition_tolerance: float = 0.2,
+    repetition_tolerance: float = 0.3,
 ) -> dict | None:
     """The best setting of ``arm``: the highest success that stays near the reference.
 
