@@ -253,10 +253,20 @@ def workload(config: SteeringConfig, model: LoadedModel) -> Workload:
                 for lang in langs
             ]  # fmt: skip
         held += neuron_held(model, [p for p in passes if p.name.startswith("neurons")])
+    generated: set[str] = set()  # languages whose unsteered answers exist (Sweep.plain)
     for s in config.sources:
         targets = [t for t in config.targets if t != s]
         plain = wrap(model, prompts[s], config.template)
-        passes += sw.sweep_passes(model, f"sweep ({s})", plain, 1 + grid * len(targets), **gen)
+        fresh = s not in generated
+        n_sweep = int(fresh) + grid * len(targets)
+        if n_sweep:
+            passes += sw.sweep_passes(model, f"sweep ({s})", plain, n_sweep, **gen)
+        generated.add(s)
+        for t in targets:
+            if t not in generated:
+                wrapped = wrap(model, prompts[t], config.template)
+                passes += sw.sweep_passes(model, f"plain ({t})", wrapped, 1, **gen)
+                generated.add(t)
         if "prompt" in config.arms:
             asked = [p for t in targets for p in wrap(model, prompts[s], config.template, t)]
             passes += sw.sweep_passes(model, f"prompting arm ({s})", asked, 1, **gen)
@@ -281,8 +291,6 @@ def workload(config: SteeringConfig, model: LoadedModel) -> Workload:
                 )  # fmt: skip
     for x in config.confusion_langs():
         wrapped = wrap(model, prompts[x], config.template)
-        if x not in config.sources:  # generated before the sweep of the first source it serves
-            passes += sw.sweep_passes(model, f"monolingual ({x})", wrapped, 1, **gen)
         if vector and x in config.targets:
             n = sum(s != x for s in config.sources)
             passes += sw.sweep_passes(model, f"after best: monolingual ({x})", wrapped, n, **gen)

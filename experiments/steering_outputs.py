@@ -68,7 +68,9 @@ def write_tables(out: ResultDir, config, sweep, layers: list[int], confusion: li
         "mean log-probability per token of the answer after the target-language version of its "
         "prompt, unedited model; repetition: seq-rep-4; lpr: LCB's line-level pass rate for the "
         "target. 'asked in the target': the model's own answers to the target-language prompts. "
-        f"Best: the highest success within {config.tolerance:g} nats per token of their fluency. "
+        f"Best: the highest success within {config.tolerance:g} nats per token of their fluency "
+        f"and {config.repetition_tolerance:g} of their repetition (seq-rep-4 over tokens), with "
+        "some success. "
         "Controls at the best vector layer and coefficient. Intervals: tables/best.csv.",
         [
             {"pair": f"{r['source']}>{r['target']}", "arm": LABELS.get(r["arm"], r["arm"])}
@@ -237,8 +239,8 @@ def _matrices(out: ResultDir, config, sweep) -> None:
             f"best_success_{arm}",
             f"Success at the best setting per pair ({LABELS[arm]})",
             "Share of answers in the target language (column) to prompts in the source language "
-            "(row), at the arm's best setting; blank: the same language, or no setting within "
-            "the fluency tolerance.",
+            "(row), at the arm's best setting; blank: the same language, or no setting with "
+            "some success within the fluency and repetition bounds.",
             *plots.heatmap(
                 grid, sources, targets, title=f"Success ({LABELS[arm]})", xlabel="target",
                 ylabel="source", zlabel="success", vmin=0, vmax=1,

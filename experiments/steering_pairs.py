@@ -82,7 +82,9 @@ class Sweep:
         config, arms = self.config, self.config.arms
         targets = [t for t in config.targets if t != s]
         wrapped = wrap(self.model, self.prompts[s], config.template)
-        settings, owned = [sw.Setting("none")], {}
+        # The unsteered answers ride in the sweep unless s was a target of an earlier source.
+        fresh = s not in self.plain
+        settings, owned = [sw.Setting("none")] if fresh else [], {}
         for t in targets:
             start = len(settings)
             if "vector" in arms:
@@ -96,8 +98,9 @@ class Sweep:
                     deactivate=off,
                 )  # fmt: skip
             owned[t] = range(start, len(settings))
-        texts = self.generate(wrapped, settings, f"{s}: sweep")
-        self.plain.setdefault(s, texts[0])  # a target of an earlier source has them already
+        texts = self.generate(wrapped, settings, f"{s}: sweep") if settings else []
+        if fresh:
+            self.plain[s] = texts[0]
         for t in targets:
             self.plain_answers(t)
         n = len(wrapped)
@@ -108,7 +111,8 @@ class Sweep:
             for k, t in enumerate(targets):
                 self.asked[(s, t)] = got[k * n : (k + 1) * n]
         for t in targets:
-            mine = [settings[0], sw.Setting("native", label=t), *(settings[i] for i in owned[t])]
+            mine = [sw.Setting("none"), sw.Setting("native", label=t)]
+            mine += [settings[i] for i in owned[t]]
             answers = [self.plain[s], self.plain[t], *(texts[i] for i in owned[t])]
             if "prompt" in arms:
                 mine.append(sw.Setting("prompt", label=f"{s}>{t}"))
@@ -168,8 +172,10 @@ class Sweep:
             self.model, asked_in_target, answers, self.plain[s], t, batch_size=config.batch_size
         )
         found = detect_languages([a for row in answers for a in row])
-        records, n = self.prompts[s], len(asked_in_target)
+        n = len(asked_in_target)
         for i, (setting, row) in enumerate(zip(settings, answers)):
+            # The native answers were asked in the target language; the rest in the source.
+            records = self.prompts[t] if setting.arm == "native" else self.prompts[s]
             for j, (record, answer) in enumerate(zip(records, row)):
                 self.answers.append(
                     {"source": s, "target": t, **setting.describe(), "prompt_id": record.id}

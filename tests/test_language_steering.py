@@ -167,3 +167,34 @@ def test_config_checks(tmp_path):
     from experiments import resolve_config
 
     assert resolve_config("language-steering", None, prompt_only).pairs == [("en", "fr")]
+
+
+def test_each_language_is_answered_unsteered_once(tmp_path, monkeypatch):
+    """zh is a target of en before it is a source: its plain answers serve both (not generated
+    a second time in zh's sweep), and the plan counts exactly the generations made."""
+    import experiments.steering_pairs as pairs
+    from experiments import resolve_config
+    from experiments.plan import make_plan
+
+    unsteered = []
+    real = pairs.sw.generate_stacked
+
+    def recording(model, prompts, settings, **kw):
+        unsteered.extend(p for s in settings if s.arm == "none" for p in prompts)
+        return real(model, prompts, settings, **kw)
+
+    monkeypatch.setattr(pairs.sw, "generate_stacked", recording)
+    model_dir = str(save_tiny("llama", tmp_path / "tiny"))
+    fields = OVERRIDES | {"sources": ["en", "zh"], "targets": ["en", "zh", "fr"], "n_prompts": 2}
+    fields |= {"model": model_dir, "out": str(tmp_path / "o"), "store": str(tmp_path / "s")}
+    config = resolve_config("language-steering", None, None, fields)
+    run_experiment("language-steering", None, fields)
+    assert len(unsteered) == len(set(unsteered)) == 3 * 2  # en, zh, fr: 2 prompts each
+    passes = make_plan("language-steering", config, timed=False).estimate.passes
+    rows = {}
+    for p in passes:
+        rows[p["pass"]] = rows.get(p["pass"], 0) + p["sequences"] * p["repeats"]
+    grid = 2 * 2 + 1  # 2 layers x 2 coefficients, 1 neuron setting
+    # en: unsteered + grid x (zh, fr); zh: grid x (en, fr) only; fr: its plain answers.
+    assert rows["sweep (en)"] == 2 * (1 + 2 * grid) and rows["sweep (zh)"] == 2 * 2 * grid
+    assert rows["plain (zh)"] == rows["plain (fr)"] == 2 and "plain (en)" not in rows

@@ -118,6 +118,15 @@ CASES = {
         | {"max_new_tokens": 4, "top_rate": 0.05, "n_boot": 10, "rows_per_pass": 8},
         ("scoring", "after best"),
     ),
+    # zh is a target of en before it is a source: its unsteered answers are generated once
+    "language-steering, two sources": (
+        "language-steering",
+        LLAMA,
+        {"langs": "en,fr,zh", "sources": ["en", "zh"], "targets": ["en", "zh", "fr"]}
+        | {"n_prompts": 2, "layers": [1], "coeffs": [4.0], "neuron_coeffs": [2.0]}
+        | {"n_parallel": 4, "max_new_tokens": 3, "top_rate": 0.05, "n_boot": 10},
+        ("scoring", "after best"),
+    ),
 }
 
 
