@@ -1,10 +1,10 @@
 """The refusal testbed (interp/testbeds/refusal.py) and the behavioural card, on tiny models.
 
-The real build (Gemma 3 270M, 24 minutes measured on two busy cores) is not run
-here; its numbers are in
-docs/refusal-direction.md. What would silently spoil it is checked on a tiny Gemma 3 with Gemma's
-turn tokens: the answer loss against a plain per-row cross-entropy, determinism from the seed,
-the cache, loading by name, and the card's judges against hand-computed cases.
+The real build (Gemma 3 270M, 24 minutes measured on two busy cores) is not run here; its
+numbers are in docs/refusal-direction.md. What would silently spoil it is checked on a tiny
+Gemma 3 with Gemma's turn tokens: the answer loss against a plain per-row cross-entropy,
+determinism from the seed, the cache, loading by name, and the card's judges against
+hand-computed cases.
 """
 
 from __future__ import annotations
